@@ -1,0 +1,3 @@
+"""hsagent: a Host sFlow agent (sFlow version 5)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""Command line: argument parsing and sub-commands; the work is done elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .settings import DEFAULT_CONFIG_FILE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hsagent", description="Host sFlow agent (sFlow v5).")
+    p.add_argument("--version", action="version", version=f"hsagent {__version__}")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_FILE, metavar="FILE",
+                   help=f"configuration file (default {DEFAULT_CONFIG_FILE})")
+    p.add_argument("-d", "--debug", action="count", default=0,
+                   help="more logging; repeat for more (-dd)")
+    p.add_argument("-f", "--foreground", action="store_true", help="do not daemonise")
+    p.add_argument("--once", action="store_true",
+                   help="poll every data source once, send, and exit")
+    p.add_argument("--print", dest="print_datagrams", action="store_true",
+                   help="run in the foreground and print every datagram sent, as `hsagent decode` would")
+    p.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate the configuration and print the settings in force")
+    check.add_argument("-c", "--config", dest="sub_config", metavar="FILE")
+
+    decode = sub.add_parser("decode", help="decode sFlow datagrams from UDP or a pcap file")
+    source = decode.add_mutually_exclusive_group()
+    source.add_argument("--port", type=int, default=6343, help="UDP port to listen on (default 6343)")
+    source.add_argument("--pcap", metavar="FILE", help="read datagrams from a classic pcap file")
+    decode.add_argument("--bind", default="::", metavar="ADDR",
+                        help="address to listen on (default all, IPv4 and IPv6)")
+    decode.add_argument("--json", action="store_true", help="one JSON object per datagram")
+    decode.add_argument("--count", type=int, metavar="N", help="stop after N datagrams")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "decode":
+        from . import decode
+
+        return decode.main(args)
+    raise SystemExit(f"hsagent: command {args.command or 'run'} is not available yet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
