@@ -38,13 +38,70 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load(path: str):
+    """Settings from the config file; a bad file is reported on stderr and exits 2."""
+    from .config import conffile
+
+    try:
+        settings, warnings = conffile.load(path)
+    except conffile.ConfigError as err:
+        print(f"hsagent: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for warning in warnings:
+        print(f"hsagent: warning: {warning}", file=sys.stderr)
+    return settings
+
+
+def _check(args) -> int:
+    from .settings_report import report
+
+    settings = _load(args.sub_config or args.config)
+    print(report(settings))
+    return 0
+
+
+def _print_datagram(data: bytes) -> None:
+    from .sflow.datagram import decode_datagram
+    from .sflow.text import datagram_lines
+
+    print("\n".join(datagram_lines(decode_datagram(data), len(data))), flush=True)
+
+
+def _run(args) -> int:
+    from . import daemon, logs
+    from .agent import Agent
+    from .config import conffile
+
+    settings = _load(args.config)  # a bad file is reported before detaching
+    foreground = args.foreground or args.print_datagrams or args.once
+    logs.setup(args.debug, syslog=not foreground)
+    if not foreground:
+        daemon.daemonize(args.pidfile)  # before any thread or socket exists
+    elif args.pidfile:
+        daemon.write_pidfile(args.pidfile)
+    agent = Agent(settings, reload_config=lambda: conffile.load(args.config)[0],
+                  on_datagram=_print_datagram if args.print_datagrams else None)
+    try:
+        agent.apply(settings)
+        if args.once:
+            agent.run_once()
+            return 0
+        daemon.notify("READY=1")
+        agent.run()
+    finally:
+        agent.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "decode":
         from . import decode
 
         return decode.main(args)
-    raise SystemExit(f"hsagent: command {args.command or 'run'} is not available yet")
+    if args.command == "check":
+        return _check(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -306,6 +306,10 @@ class DatagramBuilder:
         self._pending_bytes = 0
         self.oversized = 0  # samples dropped because they could never fit
 
+    def set_agent(self, agent) -> None:
+        """Identify as another address from the next datagram on (flush the pending one first)."""
+        self.agent = ipaddress.ip_address(agent)
+
     def _header_size(self) -> int:
         return HEADER_SIZE_V4 if self.agent.version == 4 else HEADER_SIZE_V6
 

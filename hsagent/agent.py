@@ -1,0 +1,282 @@
+"""The agent: one loop that polls collectors, reads samplers and sends datagrams.
+
+Data flow: settings -> enabled collectors and samplers -> every second, the data sources
+that are due are polled -> samples go into the datagram builder (which sends when full) ->
+at the end of each tick the builder is flushed -> the transport sends to every collector.
+Event sources (signals, link changes, Docker events, DNS-SD results, sampled packets) are
+file descriptors in the same selector, so nothing waits on anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from . import agent_address, collectors
+from .logs import Throttle
+from .settings import Settings, auto_file_text
+from .sflow.datagram import DatagramBuilder
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0  # seconds: samples are never held longer than this
+HOUSEKEEPING_INTERVAL = 60.0  # seconds between checks that the agent address is still valid
+
+
+@dataclass
+class Stats:
+    samples: int = 0
+    polls: int = 0
+    slow_polls: int = 0  # polls that took longer than a tick
+    poll_errors: int = 0
+
+
+class Agent:
+    def __init__(self, settings: Settings, *, reload_config=None, on_datagram=None,
+                 clock=time.monotonic, rng: random.Random | None = None):
+        """`reload_config()` returns fresh Settings from the config file (SIGHUP), raising on
+        a bad file; `on_datagram(bytes)` sees every datagram sent (--print)."""
+        self.file_settings = settings  # defaults <- config file; DNS-SD overlays this
+        self.settings: Settings | None = None
+        self._reload_config = reload_config
+        self._on_datagram = on_datagram
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.transport = Transport()
+        self.builder: DatagramBuilder | None = None
+        self.agent_ip: str | None = None
+        self.agent_device: str | None = None
+        self.collectors: dict[str, object] = {}
+        self._due: dict[str, dict[tuple, float]] = {}  # collector -> data source -> next poll
+        self._selector = selectors.DefaultSelector()
+        self._stopping = False
+        self._reload_requested = False
+        self._throttle = Throttle(log)
+        self._auto_text: str | None = None
+        self._next_housekeeping = 0.0
+        self.stats = Stats()
+
+    # --- settings ------------------------------------------------------------------------
+
+    def apply(self, settings: Settings) -> None:
+        """Put new settings in force without a restart; unchanged parts are left alone."""
+        old, self.settings = self.settings, settings
+        self._choose_agent_address()
+        if self.builder is None:
+            self.builder = DatagramBuilder(self.agent_ip, settings.sub_agent_id, settings.datagram_bytes,
+                                           clock=self._clock)
+        elif (settings.datagram_bytes, settings.sub_agent_id) != (old.datagram_bytes, old.sub_agent_id):
+            self._send(self.builder.flush())
+            self.builder.max_bytes = settings.datagram_bytes
+            self.builder.sub_agent_id = settings.sub_agent_id
+        self._apply_collectors(settings)
+        if old is not None and old.polling != settings.polling:
+            self._reschedule(settings.polling)
+        self._write_auto_file()
+
+    def _apply_collectors(self, settings: Settings) -> None:
+        wanted = collectors.enabled_modules(settings)
+        for name in list(self.collectors):
+            if name not in wanted:
+                self._remove_collector(name)
+        for name in wanted:
+            if name in self.collectors:
+                apply = getattr(self.collectors[name], "apply", None)
+                if apply:
+                    apply(settings)
+            else:
+                self._add_collector(name, settings)
+        host = self.collectors.get("host")
+        if host is not None:
+            docker = self.collectors.get("docker")
+            host.virt_domains = docker.domain_count if docker is not None else None
+
+    def _add_collector(self, name: str, settings: Settings) -> None:
+        try:
+            collector = collectors.load(name)(settings)
+        except Exception as err:  # a module that cannot start must not stop the others
+            log.error("cannot start the %s collector: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
+            return
+        self.collectors[name] = collector
+        self._due[name] = {}
+        if hasattr(collector, "fileno"):
+            self._selector.register(collector.fileno(), selectors.EVENT_READ,
+                                    lambda c=collector: c.handle_events())
+
+    def _remove_collector(self, name: str) -> None:
+        collector = self.collectors.pop(name)
+        self._due.pop(name, None)
+        if hasattr(collector, "fileno"):
+            self._selector.unregister(collector.fileno())
+        collector.close()
+
+    def _choose_agent_address(self) -> None:
+        ip, device = agent_address.choose(self.settings, self.agent_ip)
+        if ip != self.agent_ip:
+            if self.builder is not None:
+                self._send(self.builder.flush())
+                self.builder.set_agent(ip)
+            log.info("agent address %s%s", ip, f" ({device})" if device else "")
+        self.agent_ip, self.agent_device = ip, device
+
+    def _write_auto_file(self) -> None:
+        text = auto_file_text(self.settings, self.agent_ip, self.agent_device)
+        if text == self._auto_text or not self.settings.auto_file:
+            return
+        path = self.settings.auto_file
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)  # atomic: readers see the old file or the new one
+        except OSError as err:
+            self._throttle(logging.WARNING, "auto", "cannot write %s: %s", path, err)
+            return
+        self._auto_text = text
+
+    # --- polling -------------------------------------------------------------------------
+
+    def _reschedule(self, polling: int) -> None:
+        now = self._clock()
+        for due in self._due.values():
+            for ds, when in due.items():
+                due[ds] = min(when, now + self._rng.uniform(0, polling))
+
+    def poll_due(self, now: float, everything: bool = False) -> None:
+        polling = self.settings.polling
+        for name, collector in list(self.collectors.items()):
+            due_times = self._due[name]
+            current = set(collector.sources())
+            for gone in due_times.keys() - current:
+                del due_times[gone]
+            for new in current - due_times.keys():
+                # A fleet must not poll in step: each data source starts at its own offset.
+                # Sources that appear later (a container starting) are polled at once.
+                due_times[new] = now if everything or self.stats.polls else now + self._rng.uniform(0, polling)
+            due = {ds for ds, when in due_times.items() if when <= now}
+            if due:
+                self._poll(name, collector, due)
+                for ds in due:
+                    due_times[ds] = max(due_times[ds] + polling, now)
+
+    def _poll(self, name: str, collector, due: set) -> None:
+        started = time.process_time()
+        try:
+            samples = collector.poll(due)
+        except Exception as err:
+            self.stats.poll_errors += 1
+            self._throttle(logging.ERROR, f"poll:{name}", "%s collector failed: %s", name, err)
+            log.debug("%s collector failure", name, exc_info=True)
+            return
+        self.stats.polls += 1
+        if time.process_time() - started > TICK:
+            self.stats.slow_polls += 1
+        for sample in samples:
+            self.add_sample(sample)
+
+    def add_sample(self, sample) -> None:
+        self.stats.samples += 1
+        self._send(self.builder.add(sample))
+
+    def _send(self, datagram: bytes | None) -> None:
+        if datagram is None:
+            return
+        self.transport.send(datagram, self.settings.receivers)
+        if self._on_datagram is not None:
+            self._on_datagram(datagram)
+
+    def flush(self) -> None:
+        self._send(self.builder.flush())
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """Poll every data source once, send, and return (hsagent --once)."""
+        self.poll_due(self._clock(), everything=True)
+        self.flush()
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT. SIGHUP re-reads the config file."""
+        wakeup_r, wakeup_w = socket.socketpair()
+        wakeup_r.setblocking(False)
+        wakeup_w.setblocking(False)
+        self._selector.register(wakeup_r, selectors.EVENT_READ, lambda: wakeup_r.recv(4096))
+        previous_fd = signal.set_wakeup_fd(wakeup_w.fileno())
+        handlers = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        try:
+            self._loop()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            self._selector.unregister(wakeup_r)
+            wakeup_r.close()
+            wakeup_w.close()
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stopping = True
+
+    def _loop(self) -> None:
+        next_tick = self._clock()
+        while not self._stopping:
+            for key, _ in self._selector.select(max(0.0, next_tick - self._clock())):
+                self._run_callback(key.data)
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+            now = self._clock()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = max(next_tick + TICK, now)
+        self.flush()
+
+    def _run_callback(self, callback) -> None:
+        try:
+            result = callback()
+        except Exception as err:
+            self._throttle(logging.ERROR, f"event:{callback}", "event handling failed: %s", err)
+            log.debug("event handling failure", exc_info=True)
+            return
+        if isinstance(result, Settings):  # an event source produced new settings (DNS-SD)
+            self.apply(result)
+
+    def _tick(self, now: float) -> None:
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            self._choose_agent_address()
+            self._write_auto_file()
+        self.poll_due(now)
+        self.flush()
+
+    def reload(self) -> None:
+        """Re-read the config file; a bad file leaves the running settings as they are."""
+        if self._reload_config is None:
+            return
+        try:
+            settings = self._reload_config()
+        except Exception as err:
+            log.error("keeping the running settings: %s", err)
+            return
+        log.info("configuration reloaded")
+        self.file_settings = settings
+        self.apply(settings)
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        for name in list(self.collectors):
+            self._remove_collector(name)
+        self.transport.close()
+        self._selector.close()

@@ -1,0 +1,534 @@
+"""The physical host, data source 2:1: CPU, memory, disk, network and TCP/IP counters.
+
+Every block is read from the kernel's text files by a thin reader and turned into its record by a
+pure function below, which the tests also feed with recorded text. A block whose file cannot be read
+is left out of the sample (logged once) rather than sent as zeros. Records go out in hsflowd's
+order: virt_node (when the agent knows the container count), adapters, the four MIB-II groups,
+disk, memory, cpu, net I/O, descr. Units and "unknown" values: shared/SFLOW_REFERENCE.md section 4.
+
+What changes rarely (the NIC list, the mounted filesystems, the disks, the CPU clock) is
+re-read every SLOW_REFRESH_S; everything else once per poll, each file once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import time
+import uuid
+from functools import lru_cache
+from typing import Callable, NamedTuple
+
+from .. import procfs
+from ..sflow import records
+from ..sflow.datagram import DS_PHYSICAL, CountersSample
+
+log = logging.getLogger(__name__)
+
+HOST_SOURCE = (DS_PHYSICAL, 1)
+SLOW_REFRESH_S = 60.0
+MAX_ADAPTERS = 32  # hsflowd's cap per host_adapters record
+U32_MASK = 0xFFFFFFFF
+UNKNOWN_COUNTER = 0xFFFFFFFF  # a u32 counter this kernel does not have
+SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
+IFF_UP, IFF_LOOPBACK = 0x1, 0x8
+
+
+# --- host_descr --------------------------------------------------------------------------
+
+# uname machine prefix -> host_descr machine_type; first match wins, so x86_64 precedes x86.
+_MACHINE_TYPES = [
+    (("x86_64", "amd64"), records.MACHINE_TYPE_X86_64),
+    (("i386", "i486", "i586", "i686", "x86"), records.MACHINE_TYPE_X86),
+    (("ia64",), 4),
+    (("sparc",), 5),
+    (("alpha",), 6),
+    (("ppc", "powerpc"), 7),
+    (("m68k",), 8),
+    (("mips",), 9),
+    (("arm", "aarch64"), records.MACHINE_TYPE_ARM),  # hsflowd reports 64-bit ARM as arm too
+    (("parisc", "hppa"), 11),
+    (("s390",), 12),
+]
+MACHINE_TYPE_UNKNOWN, MACHINE_TYPE_OTHER = 0, 1
+
+
+def machine_type(machine: str) -> int:
+    if not machine:
+        return MACHINE_TYPE_UNKNOWN
+    for prefixes, value in _MACHINE_TYPES:
+        if machine.startswith(prefixes):
+            return value
+    return MACHINE_TYPE_OTHER  # known but not in the enum, e.g. riscv64
+
+
+def host_uuid(product_uuid: str | None, machine_id: str | None) -> bytes:
+    """SMBIOS system UUID if the firmware gave a real one, else the machine-id's 128 bits, else zeros."""
+    if product_uuid:
+        try:
+            value = uuid.UUID(product_uuid.strip()).bytes
+        except ValueError:
+            value = bytes(16)
+        if any(value):
+            return value
+    if machine_id and re.fullmatch(r"[0-9a-fA-F]{32}", machine_id.strip()):
+        return bytes.fromhex(machine_id.strip())
+    return bytes(16)
+
+
+def host_descr(uname: os.uname_result, uuid_bytes: bytes) -> records.HostDescr:
+    return records.HostDescr(
+        hostname=uname.nodename,
+        uuid=uuid_bytes,
+        machine_type=machine_type(uname.machine),
+        os_name=records.OS_NAME_LINUX,
+        os_release=uname.release,
+    )
+
+
+# --- host_cpu ----------------------------------------------------------------------------
+
+class ProcStat(NamedTuple):
+    """What host_cpu needs from /proc/stat."""
+
+    times_ms: tuple  # user nice system idle iowait irq softirq steal guest guest_nice (u32 ms)
+    interrupts: int
+    contexts: int
+    cpus: int  # per-CPU lines, i.e. online CPUs
+
+
+_CPU_TIME_FIELDS = 10
+
+
+def parse_proc_stat(text: str, hz: int) -> ProcStat:
+    """Aggregate `cpu` times converted from ticks to ms; columns an old kernel lacks are unknown."""
+    times = None
+    interrupts = contexts = UNKNOWN_COUNTER
+    cpus = 0
+    for line in text.splitlines():
+        if line.startswith("cpu"):
+            if line[3] == " ":
+                ticks = [int(v) for v in line.split()[1:_CPU_TIME_FIELDS + 1]]
+                times = tuple((t * 1000 // hz) & U32_MASK for t in ticks)
+                times += (UNKNOWN_COUNTER,) * (_CPU_TIME_FIELDS - len(times))
+            else:
+                cpus += 1
+        elif line.startswith("intr "):
+            interrupts = int(line.split(" ", 2)[1]) & U32_MASK  # the total; per-IRQ counts follow
+        elif line.startswith("ctxt "):
+            contexts = int(line.split()[1]) & U32_MASK
+    if times is None or len(line.split()) and times[3] == UNKNOWN_COUNTER:
+        raise ValueError("no aggregate cpu line with at least 4 columns")
+    return ProcStat(times, interrupts, contexts, cpus)
+
+
+def parse_loadavg(text: str) -> tuple[float, float, float, int, int]:
+    """Load averages, runnable tasks (without the reader itself, as hsflowd) and total tasks."""
+    one, five, fifteen, tasks = text.split()[:4]
+    running, total = (int(v) for v in tasks.split("/"))
+    return float(one), float(five), float(fifteen), max(running - 1, 0), total
+
+
+def parse_uptime(text: str) -> int:
+    return int(float(text.split()[0]))
+
+
+def cpuinfo_mhz(text: str) -> int | None:
+    """The first CPU's "cpu MHz" (x86 and some others; ARM kernels do not print it)."""
+    for line in text.splitlines():
+        if line.startswith("cpu MHz"):
+            return int(float(line.partition(":")[2]))
+    return None
+
+
+def host_cpu(loadavg: str, stat: ProcStat, uptime: str, mhz: int) -> records.HostCpu:
+    one, five, fifteen, running, total = parse_loadavg(loadavg)
+    user, nice, system, idle, wio, intr, sintr, steal, guest, guest_nice = stat.times_ms
+    return records.HostCpu(
+        one, five, fifteen, running, total,
+        cpu_num=stat.cpus,
+        cpu_speed=mhz,
+        uptime=parse_uptime(uptime),
+        cpu_user=user, cpu_nice=nice, cpu_system=system, cpu_idle=idle, cpu_wio=wio,
+        cpu_intr=intr, cpu_sintr=sintr,
+        interrupts=stat.interrupts, contexts=stat.contexts,
+        cpu_steal=steal, cpu_guest=guest, cpu_guest_nice=guest_nice,
+    )
+
+
+# --- host_memory -------------------------------------------------------------------------
+
+def parse_counters(text: str) -> dict[str, int]:
+    """`/proc/meminfo` ("Name:  123 kB") and `/proc/vmstat` ("name 123") lines as a dict."""
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            values[parts[0].rstrip(":")] = int(parts[1])
+    return values
+
+
+def host_memory(meminfo: dict[str, int], vmstat: dict[str, int]) -> records.HostMemory:
+    kib = 1024
+    return records.HostMemory(
+        mem_total=meminfo["MemTotal"] * kib,
+        mem_free=meminfo["MemFree"] * kib,
+        # hsflowd sends 0; Shmem is what free(1) and sysinfo() call shared, and 0 would read as real.
+        mem_shared=meminfo.get("Shmem", 0) * kib,
+        mem_buffers=meminfo["Buffers"] * kib,
+        # SReclaimable (slab caches the kernel gives back on demand) is as good as page cache.
+        mem_cached=(meminfo["Cached"] + meminfo.get("SReclaimable", 0)) * kib,
+        swap_total=meminfo["SwapTotal"] * kib,
+        swap_free=meminfo["SwapFree"] * kib,
+        page_in=vmstat.get("pgpgin", UNKNOWN_COUNTER) & U32_MASK,
+        page_out=vmstat.get("pgpgout", UNKNOWN_COUNTER) & U32_MASK,
+        swap_in=vmstat.get("pswpin", UNKNOWN_COUNTER) & U32_MASK,
+        swap_out=vmstat.get("pswpout", UNKNOWN_COUNTER) & U32_MASK,
+    )
+
+
+# --- host_disk_io ------------------------------------------------------------------------
+
+def _unescape_mount(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def local_mounts(mounts: str) -> list[str]:
+    """Mount points of local read-write block-device filesystems, one per device.
+
+    Like hsflowd: the device must be under /dev/ (which leaves out tmpfs, overlay, NFS and other
+    pseudo or remote filesystems) and mounted read-write (read-only images such as snaps' squashfs
+    would otherwise report themselves 100 % full). A device mounted twice (bind mounts, btrfs
+    subvolumes) counts once.
+    """
+    seen, points = set(), []
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not fields[0].startswith("/dev/") or fields[0] in seen:
+            continue
+        if "ro" in fields[3].split(","):
+            continue
+        seen.add(fields[0])
+        points.append(_unescape_mount(fields[1]))
+    return points
+
+
+def disk_space(stats: list[os.statvfs_result]) -> tuple[int, int, int]:
+    """(total bytes, available bytes, fullest partition's use in percent x 100 or -1).
+
+    Use is df's: used / (used + available to unprivileged users), so reserved blocks do not
+    make a partition look emptier than df says.
+    """
+    total = free = 0
+    max_used = -1
+    for st in stats:
+        if not st.f_blocks:
+            continue
+        total += st.f_blocks * st.f_frsize
+        free += st.f_bavail * st.f_frsize
+        used = st.f_blocks - st.f_bfree
+        if used + st.f_bavail:
+            max_used = max(max_used, used * 10000 // (used + st.f_bavail))
+    return total, free, max_used
+
+
+def whole_disks(names: list[str], has_device: Callable[[str], bool]) -> set[str]:
+    """/sys/block entries backed by hardware, as /proc/diskstats names them.
+
+    Partitions are not in /sys/block; loop, ram, zram, device-mapper and md devices have no
+    `device` link. Their I/O ends up on (or never reaches) a real disk, so counting them too
+    would count the same bytes twice. (hsflowd only skips md and device-mapper by major number,
+    and counts partitions as well as their disks.)
+    """
+    return {name.replace("!", "/") for name in names if has_device(name)}
+
+
+def disk_io(diskstats: str, disks: set[str]) -> tuple[int, int, int, int, int, int]:
+    """(reads, bytes read, read ms, writes, bytes written, write ms) summed over `disks`."""
+    reads = sectors_read = read_ms = writes = sectors_written = write_ms = 0
+    for line in diskstats.splitlines():
+        f = line.split()
+        if len(f) >= 11 and f[2] in disks:
+            reads += int(f[3])
+            sectors_read += int(f[5])
+            read_ms += int(f[6])
+            writes += int(f[7])
+            sectors_written += int(f[9])
+            write_ms += int(f[10])
+    return reads, sectors_read * SECTOR_BYTES, read_ms, writes, sectors_written * SECTOR_BYTES, write_ms
+
+
+def host_disk_io(space: tuple[int, int, int], io: tuple) -> records.HostDiskIo:
+    total, free, max_used = space
+    reads, bytes_read, read_ms, writes, bytes_written, write_ms = io
+    return records.HostDiskIo(
+        total, free, max_used,
+        reads & U32_MASK, bytes_read, read_ms & U32_MASK,
+        writes & U32_MASK, bytes_written, write_ms & U32_MASK,
+    )
+
+
+# --- host_adapters, host_net_io ----------------------------------------------------------
+
+class Nic(NamedTuple):
+    """One /sys/class/net entry, as far as choosing adapters goes."""
+
+    name: str
+    if_index: int
+    if_link: int  # differs from if_index for veth, VLAN, macvlan: devices riding on another
+    mac: bytes
+    flags: int
+    hardware: bool  # has a `device` link: a real (or paravirtual) NIC
+    master: bool  # a bridge or bond: its traffic is its ports' traffic
+
+
+def host_nics(nics: list[Nic]) -> list[Nic]:
+    """The host's own NICs: hsflowd's adapters, and what host_net_io adds up.
+
+    Up, with a real MAC, not loopback, and hardware-backed. Only those: a packet from a container
+    to the world crosses its veth, docker0 and eth0, and summing all three would triple it.
+    Where no NIC is hardware-backed (some virtual machines and sandboxes), fall back to the up
+    interfaces that neither ride on another device nor aggregate others.
+    """
+    usable = [
+        n for n in nics
+        if n.flags & IFF_UP and not n.flags & IFF_LOOPBACK and len(n.mac) == 6 and any(n.mac)
+    ]
+    chosen = [n for n in usable if n.hardware]
+    if not chosen:
+        chosen = [n for n in usable if n.if_link == n.if_index and not n.master]
+    return sorted(chosen, key=lambda n: n.if_index)[:MAX_ADAPTERS]
+
+
+def host_adapters(nics: list[Nic]) -> records.HostAdapters:
+    return records.HostAdapters([records.Adapter(n.if_index, [n.mac]) for n in nics])
+
+
+def host_net_io(net_dev: str, names: set[str]) -> records.HostNetIo:
+    """Totals of /proc/net/dev over `names` (raw running totals, 32-bit ones wrapped)."""
+    totals = [0] * 8
+    for line in net_dev.splitlines()[2:]:
+        name, _, values = line.partition(":")
+        if name.strip() in names:
+            v = values.split()
+            # receive: bytes packets errs drop ...(4 more); transmit: bytes packets errs drop ...
+            for i, column in enumerate((0, 1, 2, 3, 8, 9, 10, 11)):
+                totals[i] += int(v[column])
+    b_in, p_in, e_in, d_in, b_out, p_out, e_out, d_out = totals
+    return records.HostNetIo(
+        b_in, p_in & U32_MASK, e_in & U32_MASK, d_in & U32_MASK,
+        b_out, p_out & U32_MASK, e_out & U32_MASK, d_out & U32_MASK,
+    )
+
+
+# --- MIB-II groups from /proc/net/snmp ---------------------------------------------------
+
+# (record, /proc/net/snmp protocol, MIB name prefix, fields), in hsflowd's order.
+_MIB2_GROUPS = [
+    (records.Mib2UdpGroup, "Udp", "udp", tuple(records.MIB2_UDP_FIELDS)),
+    (records.Mib2TcpGroup, "Tcp", "tcp", tuple(records.MIB2_TCP_FIELDS)),
+    (records.Mib2IcmpGroup, "Icmp", "icmp", tuple(records.MIB2_ICMP_FIELDS)),
+    (records.Mib2IpGroup, "Ip", "ip", tuple(records.MIB2_IP_FIELDS)),
+]
+
+
+def parse_snmp(text: str) -> dict[str, tuple[str, list[str]]]:
+    """protocol -> (its header line's column names, its value line's values)."""
+    lines = text.splitlines()
+    tables = {}
+    for header, values in zip(lines[0::2], lines[1::2]):
+        proto, _, names = header.partition(":")
+        tables[proto] = (names, values.partition(":")[2].split())
+    return tables
+
+
+def _kernel_column(mib_name: str, prefix: str) -> str:
+    # Linux names a column after the MIB object minus its group prefix, except that it spells
+    # icmp{In,Out}ParamProbs as {In,Out}ParmProbs.
+    return mib_name[len(prefix):].replace("Param", "Parm")
+
+
+@lru_cache(maxsize=32)
+def _column_positions(names: str, prefix: str, fields: tuple) -> tuple:
+    """Where each MIB field sits in a header line (None: this kernel lacks it). The header never
+    changes while the kernel runs, so this is worked out once."""
+    columns = {name: i for i, name in enumerate(names.split())}
+    return tuple(columns.get(_kernel_column(f, prefix)) for f in fields)
+
+
+def mib2_groups(snmp: str) -> list:
+    """The MIB-II group records for every protocol /proc/net/snmp has, mapped by column name.
+
+    Columns are matched by name because Linux's order differs from the sFlow structures (it
+    inserts InCsumErrors, InTimestampReps, rate-limit counters...). Values wrap to 32 bits, so
+    tcpMaxConn's -1 ("no limit") goes out as 0xFFFFFFFF; a column the kernel lacks is unknown.
+    """
+    tables = parse_snmp(snmp)
+    groups = []
+    for record, proto, prefix, fields in _MIB2_GROUPS:
+        if proto not in tables:
+            continue
+        names, values = tables[proto]
+        positions = _column_positions(names, prefix, fields)
+        groups.append(record._make(
+            UNKNOWN_COUNTER if i is None or i >= len(values) else int(values[i]) & U32_MASK
+            for i in positions
+        ))
+    return groups
+
+
+# --- readers -----------------------------------------------------------------------------
+
+def _read_optional(path: str) -> str | None:
+    try:
+        return procfs.read_text(path)
+    except OSError:
+        return None
+
+
+def read_nics(roots: procfs.Roots) -> list[Nic]:
+    base = roots.sys_path("class", "net")
+    nics = []
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        try:
+            nics.append(Nic(
+                name=name,
+                if_index=int(procfs.read_text(os.path.join(path, "ifindex"))),
+                if_link=int(procfs.read_text(os.path.join(path, "iflink"))),
+                mac=bytes.fromhex(procfs.read_text(os.path.join(path, "address")).strip().replace(":", "")),
+                flags=int(procfs.read_text(os.path.join(path, "flags")), 16),
+                hardware=os.path.exists(os.path.join(path, "device")),
+                master=any(os.path.exists(os.path.join(path, d)) for d in ("bridge", "bonding")),
+            ))
+        except (OSError, ValueError):
+            continue  # gone since listdir, or no link-layer address (e.g. a tunnel)
+    return nics
+
+
+def read_cpu_mhz(roots: procfs.Roots) -> int:
+    """CPU clock in MHz from /proc/cpuinfo, else cpufreq's maximum, else 0 (unknown)."""
+    text = _read_optional(roots.proc_path("cpuinfo"))
+    mhz = cpuinfo_mhz(text) if text else None
+    if mhz is None:
+        khz = _read_optional(roots.sys_path("devices", "system", "cpu", "cpu0", "cpufreq", "cpuinfo_max_freq"))
+        mhz = int(khz) // 1000 if khz and khz.strip().isdigit() else 0
+    return mhz
+
+
+def read_uuid(roots: procfs.Roots) -> bytes:
+    return host_uuid(
+        _read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # readable by root only
+        _read_optional(roots.etc_path("machine-id")),
+    )
+
+
+# --- the collector -----------------------------------------------------------------------
+
+class Collector:
+    """Counters of the physical host (2:1). Set `virt_domains` to a callable returning the number
+    of containers (or None while unknown) to add virt_node, as hsflowd does on a Docker host."""
+
+    def __init__(self, settings=None, roots: procfs.Roots = procfs.HOST,
+                 clock: Callable[[], float] = time.monotonic):
+        self.virt_domains: Callable[[], int | None] | None = None
+        self._roots = roots
+        self._clock = clock
+        self._hz = os.sysconf("SC_CLK_TCK")
+        self._descr = host_descr(os.uname(), read_uuid(roots))
+        self._failing: set[str] = set()
+        self._refresh_at = float("-inf")
+        self._nics: list[Nic] | None = None
+        self._mounts: list[str] | None = None
+        self._disks: set[str] | None = None
+        self._mhz = 0
+
+    def sources(self):
+        return [HOST_SOURCE]
+
+    def poll(self, due) -> list[CountersSample]:
+        if HOST_SOURCE not in due:
+            return []
+        now = self._clock()
+        if now >= self._refresh_at:
+            self._refresh()
+            self._refresh_at = now + SLOW_REFRESH_S
+        cpu = self._try("host_cpu", self._host_cpu)
+        memory = self._try("host_memory", self._host_memory)
+        blocks = [
+            self._virt_node(cpu, memory),
+            None if self._nics is None else host_adapters(self._nics),
+            *(self._try("mib2 groups", self._mib2_groups) or []),
+            self._try("host_disk_io", self._host_disk_io),
+            memory,
+            cpu,
+            self._try("host_net_io", self._host_net_io),
+            self._descr,
+        ]
+        return [CountersSample(*HOST_SOURCE, [b for b in blocks if b is not None])]
+
+    def close(self):
+        pass
+
+    def _refresh(self):
+        roots = self._roots
+        self._mhz = read_cpu_mhz(roots)
+        self._nics = self._try("network adapters", lambda: host_nics(read_nics(roots)))
+        self._mounts = self._try("mounts", lambda: local_mounts(procfs.read_text(roots.proc_path("mounts"))))
+        block = roots.sys_path("block")
+        self._disks = self._try("block devices", lambda: whole_disks(
+            os.listdir(block), lambda name: os.path.exists(os.path.join(block, name, "device"))))
+
+    def _try(self, what: str, read: Callable):
+        """`read()`, or None when it failed; each failure is logged once until it recovers."""
+        try:
+            value = read()
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            if what not in self._failing:
+                self._failing.add(what)
+                log.warning("host %s left out: %s", what, e)
+            return None
+        self._failing.discard(what)
+        return value
+
+    def _proc(self, *parts: str) -> str:
+        return procfs.read_text(self._roots.proc_path(*parts))
+
+    def _host_cpu(self) -> records.HostCpu:
+        stat = parse_proc_stat(self._proc("stat"), self._hz)
+        return host_cpu(self._proc("loadavg"), stat, self._proc("uptime"), self._mhz)
+
+    def _host_memory(self) -> records.HostMemory:
+        return host_memory(parse_counters(self._proc("meminfo")), parse_counters(self._proc("vmstat")))
+
+    def _mib2_groups(self) -> list:
+        return mib2_groups(self._proc("net", "snmp"))
+
+    def _host_disk_io(self) -> records.HostDiskIo | None:
+        if self._mounts is None or self._disks is None:
+            return None
+        stats = []
+        for point in self._mounts:
+            try:
+                stats.append(os.statvfs(point))
+            except OSError:
+                continue  # unmounted since the last refresh
+        return host_disk_io(disk_space(stats), disk_io(self._proc("diskstats"), self._disks))
+
+    def _host_net_io(self) -> records.HostNetIo | None:
+        if self._nics is None:
+            return None
+        return host_net_io(self._proc("net", "dev"), {n.name for n in self._nics})
+
+    def _virt_node(self, cpu, memory) -> records.VirtNode | None:
+        domains = self.virt_domains() if self.virt_domains is not None else None
+        if domains is None or cpu is None or memory is None:
+            return None
+        return records.VirtNode(cpu.cpu_speed, cpu.cpu_num, memory.mem_total, memory.mem_free, domains)
+
+
+def _f32(value: float) -> float:
+    return struct.unpack(">f", struct.pack(">f", value))[0]

@@ -1,0 +1,1 @@
+"""Configuration sources that produce `Settings`: the hsflowd.conf-style file and DNS-SD."""
