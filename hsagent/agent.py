@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import agent_address, collectors
 from .logs import Throttle
-from .settings import Settings, auto_file_text
+from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
 from .sflow.datagram import DatagramBuilder
 from .transport import Transport
 
@@ -40,9 +40,12 @@ class Stats:
 
 class Agent:
     def __init__(self, settings: Settings, *, reload_config=None, on_datagram=None,
-                 clock=time.monotonic, rng: random.Random | None = None):
+                 auto_file: str | None = DEFAULT_AUTO_FILE, clock=time.monotonic,
+                 rng: random.Random | None = None):
         """`reload_config()` returns fresh Settings from the config file (SIGHUP), raising on
-        a bad file; `on_datagram(bytes)` sees every datagram sent (--print)."""
+        a bad file; `on_datagram(bytes)` sees every datagram sent (--print); `auto_file` is
+        where the settings in force are written (None: nowhere)."""
+        self.auto_file = auto_file
         self.file_settings = settings  # defaults <- config file; DNS-SD overlays this
         self.settings: Settings | None = None
         self._reload_config = reload_config
@@ -128,9 +131,9 @@ class Agent:
 
     def _write_auto_file(self) -> None:
         text = auto_file_text(self.settings, self.agent_ip, self.agent_device)
-        if text == self._auto_text or not self.settings.auto_file:
+        if text == self._auto_text or not self.auto_file:
             return
-        path = self.settings.auto_file
+        path = self.auto_file
         tmp = f"{path}.tmp"
         try:
             with open(tmp, "w") as f:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import __version__
-from .settings import DEFAULT_CONFIG_FILE
+from .settings import DEFAULT_AUTO_FILE, DEFAULT_CONFIG_FILE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--print", dest="print_datagrams", action="store_true",
                    help="run in the foreground and print every datagram sent, as `hsagent decode` would")
     p.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
+    p.add_argument("--auto-file", default=DEFAULT_AUTO_FILE, metavar="FILE",
+                   help=f"where to write the settings in force (default {DEFAULT_AUTO_FILE})")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     check = sub.add_parser("check", help="validate the configuration and print the settings in force")
@@ -80,7 +82,8 @@ def _run(args) -> int:
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
     agent = Agent(settings, reload_config=lambda: conffile.load(args.config)[0],
-                  on_datagram=_print_datagram if args.print_datagrams else None)
+                  on_datagram=_print_datagram if args.print_datagrams else None,
+                  auto_file=args.auto_file)
     try:
         agent.apply(settings)
         if args.once:

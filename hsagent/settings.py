@@ -81,7 +81,6 @@ class Settings:
     nflog: NflogSettings | None = None
     psample: PsampleSettings | None = None
     ovs: bool = False
-    auto_file: str = DEFAULT_AUTO_FILE
     user: str | None = None  # drop privileges to this user after start-up (None: stay)
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import struct
 import time
 import uuid
 from functools import lru_cache
@@ -111,6 +110,8 @@ def parse_proc_stat(text: str, hz: int) -> ProcStat:
         if line.startswith("cpu"):
             if line[3] == " ":
                 ticks = [int(v) for v in line.split()[1:_CPU_TIME_FIELDS + 1]]
+                if len(ticks) < 4:
+                    raise ValueError(f"cpu line with {len(ticks)} columns: {line!r}")
                 times = tuple((t * 1000 // hz) & U32_MASK for t in ticks)
                 times += (UNKNOWN_COUNTER,) * (_CPU_TIME_FIELDS - len(times))
             else:
@@ -119,8 +120,8 @@ def parse_proc_stat(text: str, hz: int) -> ProcStat:
             interrupts = int(line.split(" ", 2)[1]) & U32_MASK  # the total; per-IRQ counts follow
         elif line.startswith("ctxt "):
             contexts = int(line.split()[1]) & U32_MASK
-    if times is None or len(line.split()) and times[3] == UNKNOWN_COUNTER:
-        raise ValueError("no aggregate cpu line with at least 4 columns")
+    if times is None:
+        raise ValueError("no aggregate cpu line")
     return ProcStat(times, interrupts, contexts, cpus)
 
 
@@ -432,7 +433,7 @@ class Collector:
     """Counters of the physical host (2:1). Set `virt_domains` to a callable returning the number
     of containers (or None while unknown) to add virt_node, as hsflowd does on a Docker host."""
 
-    def __init__(self, settings=None, roots: procfs.Roots = procfs.HOST,
+    def __init__(self, settings, roots: procfs.Roots = procfs.HOST,
                  clock: Callable[[], float] = time.monotonic):
         self.virt_domains: Callable[[], int | None] | None = None
         self._roots = roots
@@ -528,7 +529,3 @@ class Collector:
         if domains is None or cpu is None or memory is None:
             return None
         return records.VirtNode(cpu.cpu_speed, cpu.cpu_num, memory.mem_total, memory.mem_free, domains)
-
-
-def _f32(value: float) -> float:
-    return struct.unpack(">f", struct.pack(">f", value))[0]

@@ -1,0 +1,136 @@
+"""Fixtures shared by the test files: a loopback sFlow receiver, network namespaces, config files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from hsagent.sflow.datagram import decode_datagram
+
+HSAGENT = [sys.executable, "-m", "hsagent"]
+
+
+class Receiver:
+    """A UDP socket on loopback that keeps every datagram it gets, raw and decoded."""
+
+    def __init__(self, family=socket.AF_INET, host="127.0.0.1"):
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.2)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.raw: list[bytes] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self):
+        while not self._stop:
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.raw.append(data)
+
+    @property
+    def datagrams(self):
+        return [decode_datagram(d) for d in list(self.raw)]
+
+    def samples(self, ds_class=None, ds_index=None):
+        return [s for d in self.datagrams for s in d.samples
+                if (ds_class is None or s.ds_class == ds_class)
+                and (ds_index is None or s.ds_index == ds_index)]
+
+    def wait_for(self, predicate, timeout=10.0):
+        """Wait until predicate(self) is true; returns its last value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate(self)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.05)
+
+    def close(self):
+        self._stop = True
+        self.sock.close()
+        self._thread.join(2)
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def receiver6():
+    r = Receiver(socket.AF_INET6, "::1")
+    yield r
+    r.close()
+
+
+def record_of(sample, record_type):
+    """The first record of that type in a sample, or None."""
+    return next((r for r in sample.records if isinstance(r, record_type)), None)
+
+
+def write_config(path, body: str) -> str:
+    path.write_text(f"sflow {{\n{body}\n}}\n")
+    return str(path)
+
+
+@pytest.fixture
+def config(tmp_path):
+    """config(body, receivers...) -> path of an hsagent.conf with DNSSD off."""
+
+    def make(*receivers, body: str = "", name: str = "hsagent.conf") -> str:
+        lines = ["  DNSSD = off"]
+        lines += [f"  collector {{ ip = {r.host} udpport = {r.port} }}" for r in receivers]
+        lines.append(body)
+        return write_config(tmp_path / name, "\n".join(lines))
+
+    return make
+
+
+class Netns:
+    """A network namespace for one test, removed afterwards with everything in it."""
+
+    def __init__(self, prefix="hst"):
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.run("ip", "link", "set", "lo", "up")
+
+    def run(self, *cmd, check=True, **kw):
+        return subprocess.run(["ip", "netns", "exec", self.name, *cmd], check=check,
+                              capture_output=True, text=True, **kw)
+
+    def popen(self, *cmd, **kw):
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], **kw)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "delete", self.name], check=False)
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    made = []
+
+    def make(prefix="hst"):
+        ns = Netns(prefix)
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in made:
+        ns.delete()
