@@ -31,11 +31,14 @@ def setup(debug: int = 0, syslog: bool = False) -> None:
         fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
             "%(asctime)s %(levelname)s %(name)s: %(message)s"
         handler.setFormatter(logging.Formatter(fmt))
+    if debug < 2:  # library chatter only on -dd (a filter: libraries set their own levels)
+        handler.addFilter(_quiet_libraries)
     root.addHandler(handler)
     root.setLevel(LEVELS[min(debug, 1)])
-    if debug < 2:  # library chatter only on -dd
-        for noisy in ("pyroute2", "docker", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.startswith("hsagent")
 
 
 class Throttle:

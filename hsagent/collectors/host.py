@@ -64,7 +64,8 @@ def machine_type(machine: str) -> int:
 
 
 def host_uuid(product_uuid: str | None, machine_id: str | None) -> bytes:
-    """SMBIOS system UUID if the firmware gave a real one, else the machine-id's 128 bits, else zeros."""
+    """SMBIOS system UUID if the firmware gave a real one, else the machine-id's 128 bits,
+    else zeros (unknown)."""
     if product_uuid:
         try:
             value = uuid.UUID(product_uuid.strip()).bytes
@@ -176,7 +177,8 @@ def host_memory(meminfo: dict[str, int], vmstat: dict[str, int]) -> records.Host
     return records.HostMemory(
         mem_total=meminfo["MemTotal"] * kib,
         mem_free=meminfo["MemFree"] * kib,
-        # hsflowd sends 0; Shmem is what free(1) and sysinfo() call shared, and 0 would read as real.
+        # hsflowd sends 0, which reads as a real "nothing shared"; Shmem is what free(1) and
+        # sysinfo() report as shared.
         mem_shared=meminfo.get("Shmem", 0) * kib,
         mem_buffers=meminfo["Buffers"] * kib,
         # SReclaimable (slab caches the kernel gives back on demand) is as good as page cache.
@@ -259,7 +261,8 @@ def disk_io(diskstats: str, disks: set[str]) -> tuple[int, int, int, int, int, i
             writes += int(f[7])
             sectors_written += int(f[9])
             write_ms += int(f[10])
-    return reads, sectors_read * SECTOR_BYTES, read_ms, writes, sectors_written * SECTOR_BYTES, write_ms
+    return (reads, sectors_read * SECTOR_BYTES, read_ms,
+            writes, sectors_written * SECTOR_BYTES, write_ms)
 
 
 def host_disk_io(space: tuple[int, int, int], io: tuple) -> records.HostDiskIo:
@@ -395,13 +398,17 @@ def read_nics(roots: procfs.Roots) -> list[Nic]:
     nics = []
     for name in os.listdir(base):
         path = os.path.join(base, name)
+
+        def attr(file: str) -> str:
+            return procfs.read_text(os.path.join(path, file)).strip()
+
         try:
             nics.append(Nic(
                 name=name,
-                if_index=int(procfs.read_text(os.path.join(path, "ifindex"))),
-                if_link=int(procfs.read_text(os.path.join(path, "iflink"))),
-                mac=bytes.fromhex(procfs.read_text(os.path.join(path, "address")).strip().replace(":", "")),
-                flags=int(procfs.read_text(os.path.join(path, "flags")), 16),
+                if_index=int(attr("ifindex")),
+                if_link=int(attr("iflink")),
+                mac=bytes.fromhex(attr("address").replace(":", "")),
+                flags=int(attr("flags"), 16),
                 hardware=os.path.exists(os.path.join(path, "device")),
                 master=any(os.path.exists(os.path.join(path, d)) for d in ("bridge", "bonding")),
             ))
@@ -415,14 +422,15 @@ def read_cpu_mhz(roots: procfs.Roots) -> int:
     text = _read_optional(roots.proc_path("cpuinfo"))
     mhz = cpuinfo_mhz(text) if text else None
     if mhz is None:
-        khz = _read_optional(roots.sys_path("devices", "system", "cpu", "cpu0", "cpufreq", "cpuinfo_max_freq"))
+        khz = _read_optional(
+            roots.sys_path("devices", "system", "cpu", "cpu0", "cpufreq", "cpuinfo_max_freq"))
         mhz = int(khz) // 1000 if khz and khz.strip().isdigit() else 0
     return mhz
 
 
 def read_uuid(roots: procfs.Roots) -> bytes:
     return host_uuid(
-        _read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # readable by root only
+        _read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # root may read it
         _read_optional(roots.etc_path("machine-id")),
     )
 
@@ -472,13 +480,14 @@ class Collector:
         return [CountersSample(*HOST_SOURCE, [b for b in blocks if b is not None])]
 
     def close(self):
-        pass
+        """Nothing to release: every file is opened and closed within a poll."""
 
     def _refresh(self):
         roots = self._roots
         self._mhz = read_cpu_mhz(roots)
         self._nics = self._try("network adapters", lambda: host_nics(read_nics(roots)))
-        self._mounts = self._try("mounts", lambda: local_mounts(procfs.read_text(roots.proc_path("mounts"))))
+        self._mounts = self._try(
+            "mounts", lambda: local_mounts(procfs.read_text(roots.proc_path("mounts"))))
         block = roots.sys_path("block")
         self._disks = self._try("block devices", lambda: whole_disks(
             os.listdir(block), lambda name: os.path.exists(os.path.join(block, name, "device"))))
@@ -503,7 +512,8 @@ class Collector:
         return host_cpu(self._proc("loadavg"), stat, self._proc("uptime"), self._mhz)
 
     def _host_memory(self) -> records.HostMemory:
-        return host_memory(parse_counters(self._proc("meminfo")), parse_counters(self._proc("vmstat")))
+        meminfo = parse_counters(self._proc("meminfo"))
+        return host_memory(meminfo, parse_counters(self._proc("vmstat")))
 
     def _mib2_groups(self) -> list:
         return mib2_groups(self._proc("net", "snmp"))
@@ -528,4 +538,5 @@ class Collector:
         domains = self.virt_domains() if self.virt_domains is not None else None
         if domains is None or cpu is None or memory is None:
             return None
-        return records.VirtNode(cpu.cpu_speed, cpu.cpu_num, memory.mem_total, memory.mem_free, domains)
+        return records.VirtNode(
+            cpu.cpu_speed, cpu.cpu_num, memory.mem_total, memory.mem_free, domains)

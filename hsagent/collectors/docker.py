@@ -1,0 +1,447 @@
+"""Running Docker containers as logical data sources 3:<index>, counted from the kernel.
+
+One background thread talks to dockerd: it lists the running containers, follows the events
+stream, inspects each container that changes and works out where its counters live (cgroup
+directories, pid, network adapters). It hands each result to the agent's loop through a queue
+and wakes the loop with a byte on a pipe; `handle_events` (called when `fileno()` is readable)
+applies them to the container table. Polls read only small kernel files, never the Docker API:
+cgroup CPU/memory/block I/O (hsagent.cgroups) and /proc/<pid>/net/dev for network totals.
+
+Adapters (ifIndex and MAC inside the container's network namespace) are read once per container
+start, not per poll: a throwaway thread joins the namespace with setns(2) (which changes only
+the calling thread) and asks the kernel with if_nametoindex and SIOCGIFHWADDR for each
+interface /proc/<pid>/net/dev lists. Reading /proc/<pid>/root/sys/class/net instead would trust
+files the container controls (it may unmount or replace its /sys), and inspect's MacAddress
+does not say which interface it belongs to.
+
+When dockerd goes away the table is kept (with --live-restore the containers keep running and
+are still polled); the thread reconnects with backoff, re-lists, and containers that survived
+keep their ds_index because indexes are keyed by container id.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import logging
+import math
+import os
+import platform
+import queue
+import socket
+import struct
+import threading
+import zlib
+from typing import NamedTuple
+
+import docker
+
+from .. import cgroups
+from ..sflow import records
+from ..sflow.datagram import DS_LOGICAL, DS_PHYSICAL, CountersSample
+from .host import machine_type
+
+log = logging.getLogger(__name__)
+
+DOCKER_URL = "unix:///var/run/docker.sock"
+PROC = "/proc"
+INDEX_BASE, INDEX_SPAN = 100000, 50000  # hsflowd's range for containers
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
+# Events after which a container is re-inspected (or, for destroy, dropped).
+WATCHED_ACTIONS = ("start", "die", "destroy", "rename", "pause", "unpause", "stop", "kill")
+MAX_ADAPTERS = 32
+U32_MASK = 0xFFFFFFFF
+CLONE_NEWNET = 0x40000000
+SIOCGIFHWADDR = 0x8927
+
+
+# --- what a container is, from docker inspect (pure) -----------------------------------
+
+class Container(NamedTuple):
+    id: str
+    name: str
+    pid: int
+    paused: bool
+    cpus: int  # virtual CPUs it may use
+    dirs: cgroups.CgroupDirs | None = None
+    adapters: tuple = ()  # records.Adapter
+
+
+def parse_cpuset(text: str) -> int:
+    """Number of CPUs in a cpuset list such as "0-3,6"; 0 for an empty one."""
+    count = 0
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+def container_cpus(host_config: dict, host_cpus: int) -> int:
+    """The CPUs a container may use: --cpus, else quota/period, else its cpuset, else the host's."""
+    if host_config.get("NanoCpus"):
+        return math.ceil(host_config["NanoCpus"] / 1e9)
+    quota = host_config.get("CpuQuota") or 0
+    if quota > 0:
+        return math.ceil(quota / (host_config.get("CpuPeriod") or 100_000))
+    return parse_cpuset(host_config.get("CpusetCpus") or "") or host_cpus
+
+
+def describe(attrs: dict, host_cpus: int) -> Container | None:
+    """The container behind a `docker inspect` document; None unless it is running."""
+    state = attrs.get("State") or {}
+    if not state.get("Running") or not state.get("Pid"):
+        return None
+    return Container(
+        id=attrs["Id"],
+        name=attrs["Name"].lstrip("/"),
+        pid=state["Pid"],
+        paused=bool(state.get("Paused")),
+        cpus=container_cpus(attrs.get("HostConfig") or {}, host_cpus),
+    )
+
+
+# --- data-source indexes and names (pure) ----------------------------------------------
+
+def preferred_index(container_id: str) -> int:
+    return INDEX_BASE + zlib.crc32(container_id.encode()) % INDEX_SPAN
+
+
+def assign_index(container_id: str, taken) -> int:
+    """The preferred index for this id, or the next free one after it (wrapping in the range)."""
+    start = preferred_index(container_id) - INDEX_BASE
+    for step in range(INDEX_SPAN):
+        index = INDEX_BASE + (start + step) % INDEX_SPAN
+        if index not in taken:
+            return index
+    raise RuntimeError(f"all {INDEX_SPAN} container data-source indexes are in use")
+
+
+def unique_hostname(container: Container, names_in_use) -> str:
+    """The container's name, or name.<short id> while another container holds that name."""
+    if container.name in names_in_use:
+        return f"{container.name}.{container.id[:12]}"
+    return container.name
+
+
+def container_uuid(container_id: str) -> bytes:
+    return bytes.fromhex(container_id[:32])
+
+
+# --- counters -> records (pure) --------------------------------------------------------
+
+def parse_net_dev(text: str) -> tuple[list[str], list[int]]:
+    """Interface names (lo excluded) and their summed rx/tx bytes, packets, errs, drops."""
+    names, totals = [], [0] * 8
+    for line in text.splitlines()[2:]:
+        name, _, values = line.partition(":")
+        name = name.strip()
+        if name == "lo":
+            continue
+        names.append(name)
+        v = values.split()
+        for i, column in enumerate((0, 1, 2, 3, 8, 9, 10, 11)):
+            totals[i] += int(v[column])
+    return names, totals
+
+
+def virt_net_io(totals: list[int]) -> records.VirtNetIo:
+    return records.VirtNetIo(*totals)
+
+
+def virt_cpu(container: Container, cpu_ms: int) -> records.VirtCpu:
+    state = records.VIR_DOMAIN_PAUSED if container.paused else records.VIR_DOMAIN_RUNNING
+    return records.VirtCpu(state, cpu_ms & U32_MASK, container.cpus)
+
+
+def virt_memory(memory: cgroups.Memory, host_memory: int) -> records.VirtMemory:
+    limit = host_memory if memory.limit is None else min(memory.limit, host_memory)
+    return records.VirtMemory(memory.usage, limit)
+
+
+def virt_disk_io(io: cgroups.BlockIo) -> records.VirtDiskIo:
+    # A container has no disk of its own, so capacity, allocation and available are 0 (as hsflowd).
+    return records.VirtDiskIo(0, 0, 0, io.reads, io.read_bytes, io.writes, io.write_bytes, 0)
+
+
+# --- thin I/O --------------------------------------------------------------------------
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _interfaces_here(names: list[str]) -> list[records.Adapter]:
+    """ifIndex and MAC of each named interface in this thread's network namespace."""
+    adapters = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in names[:MAX_ADAPTERS]:
+            try:
+                request = struct.pack("16s16x", name.encode())
+                mac = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)[18:24]
+                adapters.append(records.Adapter(socket.if_nametoindex(name), [mac]))
+            except OSError:  # gone between listing and asking
+                continue
+    return adapters
+
+
+def read_adapters(pid: int, proc: str = PROC) -> tuple:
+    """The container's adapters, asked for from inside its network namespace."""
+    names, _ = parse_net_dev(_read(f"{proc}/{pid}/net/dev"))
+    result, failure = [], []
+
+    def inside():
+        try:
+            with open(f"{proc}/{pid}/ns/net") as ns:
+                _setns(ns.fileno())  # this thread only; it ends right after
+            result.extend(_interfaces_here(names))
+        except OSError as e:
+            failure.append(e)
+
+    worker = threading.Thread(target=inside, name="hsagent-netns", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return tuple(result)
+
+
+def locate(container: Container, layout: cgroups.Layout, proc: str = PROC) -> Container:
+    """The container with its cgroup directories and adapters filled in (raises OSError)."""
+    dirs = cgroups.process_cgroup_dirs(container.pid, layout, proc)
+    return container._replace(dirs=dirs, adapters=read_adapters(container.pid, proc))
+
+
+# --- the events thread -----------------------------------------------------------------
+
+class _Watcher:
+    """Talks to dockerd on its own thread; results go to `inbox`, a byte to `wake_fd`.
+
+    Messages: ("snapshot", [Container]) after each (re)connection, ("update", Container) and
+    ("remove", container id).
+    """
+
+    def __init__(self, inbox: queue.SimpleQueue, wake_fd: int, layout: cgroups.Layout,
+                 base_url: str):
+        self.inbox, self.wake_fd, self.layout, self.base_url = inbox, wake_fd, layout, base_url
+        self.host_cpus = os.cpu_count() or 1
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._client = None
+        self._stream = None
+        self.thread = threading.Thread(target=self._run, name="hsagent-docker", daemon=True)
+
+    def _post(self, message) -> None:
+        self.inbox.put(message)
+        try:
+            os.write(self.wake_fd, b"!")
+        except BlockingIOError:  # the pipe is full, so a wake-up is already pending
+            pass
+
+    def _run(self) -> None:
+        backoff = BACKOFF_FIRST_S
+        while not self.stopping.is_set():
+            try:
+                if self._session():
+                    backoff = BACKOFF_FIRST_S
+            except Exception as e:  # the SDK raises requests, urllib3 and docker errors alike
+                if not self.stopping.is_set():
+                    log.warning("lost dockerd at %s (%s); retrying in %.0f s",
+                                self.base_url, e, backoff)
+            self._disconnect()
+            if self.stopping.wait(backoff):
+                break
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _session(self) -> bool:
+        """One connection: list, then follow events until the stream ends. True if it listed."""
+        client = docker.DockerClient(base_url=self.base_url, version="auto")
+        with self._lock:
+            self._client = client
+            # Subscribe before listing so that nothing between the two is missed.
+            self._stream = client.events(decode=True, filters={"type": "container"})
+        if self.stopping.is_set():
+            return False
+        running = client.containers.list(filters={"status": "running"})
+        self._post(("snapshot", [c for c in map(self._located, (c.attrs for c in running)) if c]))
+        log.info("watching %d running containers on %s", len(running), self.base_url)
+        for event in self._stream:
+            if event.get("Action") in WATCHED_ACTIONS:
+                self._changed(client, event["id"], event["Action"])
+        return True
+
+    def _changed(self, client, container_id: str, action: str) -> None:
+        if action == "destroy":
+            self._post(("remove", container_id))
+            return
+        try:
+            attrs = client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            attrs = {}
+        container = self._located(attrs) if attrs else None
+        self._post(("update", container) if container else ("remove", container_id))
+
+    def _located(self, attrs: dict) -> Container | None:
+        container = describe(attrs, self.host_cpus)
+        if container is None:
+            return None
+        try:
+            return locate(container, self.layout)
+        except (OSError, KeyError) as e:  # it stopped meanwhile, or no cgroup we can read
+            log.debug("skipping container %s: %s", container.name, e)
+            return None
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            stream, client, self._stream, self._client = self._stream, self._client, None, None
+        for closable in (stream, client):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # closing a connection that already broke
+                    pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._disconnect()  # unblocks the thread's read on the events stream
+        self.thread.join(timeout=5)
+
+
+# --- the collector ---------------------------------------------------------------------
+
+class Collector:
+    """Docker containers as data sources; see the module docstring."""
+
+    def __init__(self, settings, base_url: str = DOCKER_URL, proc: str = PROC):
+        self.settings = settings
+        self.proc = proc
+        self.host_memory = host_memory_bytes()
+        uname = os.uname()
+        self._machine_type = machine_type(uname.machine or platform.machine())
+        self._os_release = uname.release
+        self.containers: dict[str, Container] = {}  # by id
+        self.indexes: dict[str, int] = {}  # container id -> ds_index, for its lifetime
+        self._by_index: dict[int, str] = {}
+        self._hostnames: dict[str, str] = {}  # container id -> hostname
+        self._warned: set = set()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._watcher = _Watcher(self._inbox, self._wake_w, cgroups.read_layout(proc), base_url)
+        self._watcher.thread.start()
+
+    # agent loop interface
+
+    def fileno(self) -> int:
+        return self._wake_r
+
+    def handle_events(self) -> None:
+        """Apply what the events thread found. Never blocks."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                kind, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "snapshot":
+                self._apply_snapshot(payload)
+            elif kind == "update":
+                self._upsert(payload)
+            else:
+                self._remove(payload)
+
+    def domain_count(self) -> int:
+        return len(self.containers)
+
+    def sources(self):
+        return [(DS_LOGICAL, self.indexes[cid]) for cid in self.containers]
+
+    def poll(self, due) -> list[CountersSample]:
+        samples = []
+        for cid, container in self.containers.items():
+            source = (DS_LOGICAL, self.indexes[cid])
+            if source in due:
+                sample = self._sample(container, source[1])
+                if sample is not None:
+                    samples.append(sample)
+        return samples
+
+    def close(self) -> None:
+        self._watcher.stop()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    # container table
+
+    def _apply_snapshot(self, containers: list[Container]) -> None:
+        alive = {c.id for c in containers}
+        for cid in [cid for cid in self.containers if cid not in alive]:
+            self._remove(cid)
+        for container in containers:
+            self._upsert(container)
+
+    def _upsert(self, container: Container) -> None:
+        if container.id not in self.indexes:
+            index = assign_index(container.id, self._by_index)
+            self.indexes[container.id] = index
+            self._by_index[index] = container.id
+        others = {name for cid, name in self._hostnames.items() if cid != container.id}
+        self._hostnames[container.id] = unique_hostname(container, others)
+        self.containers[container.id] = container
+
+    def _remove(self, container_id: str) -> None:
+        self.containers.pop(container_id, None)
+        self._hostnames.pop(container_id, None)
+        index = self.indexes.pop(container_id, None)
+        self._by_index.pop(index, None)
+        self._warned = {key for key in self._warned if key[0] != container_id}
+
+    # one sample
+
+    def _sample(self, c: Container, index: int) -> CountersSample | None:
+        """All blocks for one container; None if it vanished meanwhile (no made-up values)."""
+        blocks = {}
+        readers = (
+            ("disk", lambda: virt_disk_io(cgroups.block_io(c.dirs))),
+            ("memory", lambda: virt_memory(cgroups.memory(c.dirs), self.host_memory)),
+            ("cpu", lambda: virt_cpu(c, cgroups.cpu_ms(c.dirs))),
+            ("net", lambda: virt_net_io(parse_net_dev(_read(f"{self.proc}/{c.pid}/net/dev"))[1])),
+        )
+        for block, read in readers:
+            try:
+                blocks[block] = read()
+            except (OSError, ValueError) as e:
+                if self._vanished(c):
+                    return None
+                self._warn_once(c, block, e)
+        return CountersSample(DS_LOGICAL, index, [
+            records.HostAdapters(list(c.adapters)),
+            *blocks.values(),
+            records.HostParent(DS_PHYSICAL, 1),
+            records.HostDescr(self._hostnames[c.id], container_uuid(c.id), self._machine_type,
+                              records.OS_NAME_LINUX, self._os_release),
+        ])
+
+    def _vanished(self, c: Container) -> bool:
+        return not (cgroups.exists(c.dirs) and os.path.isdir(f"{self.proc}/{c.pid}/ns"))
+
+    def _warn_once(self, c: Container, block: str, error: Exception) -> None:
+        if (c.id, block) not in self._warned:
+            self._warned.add((c.id, block))
+            log.warning("container %s: cannot read its %s counters (%s); leaving them out",
+                        c.name, block, error)

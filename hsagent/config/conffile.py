@@ -1,0 +1,466 @@
+"""The hsflowd.conf grammar -> Settings.
+
+    sflow {
+      polling = 30                          # a comment runs to the end of the line
+      collector { ip=127.0.0.1 udpport=6343 }
+      pcap { dev = eth0 }
+    }
+
+As in hsflowd: tokens are separated by white space, ';' and '='; braces need no space around
+them; a double-quoted string is one token (so a regex may hold '{', '}' or '='); names are
+compared without regard to case. Stricter than hsflowd so that a mistake is reported where it
+is made: a setting is `name = value` on one line, and everything lives in one sflow { }.
+hsflowd features hsagent does not implement are skipped with a warning, not an error, so an
+existing hsflowd.conf keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from hsagent.settings import (DEFAULT_PORT, LIMITS, NflogSettings, PsampleSettings, Receiver,
+                              Settings, check_cidr, check_ip, check_range, parse_speed_key,
+                              speed_key)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used. str() is `PATH:LINE:COL: problem` (lines and
+    columns count from 1), or `PATH: problem` when line is 0: the file as a whole."""
+
+    def __init__(self, path: str, line: int, column: int, problem: str):
+        super().__init__(path, line, column, problem)
+        self.path, self.line, self.column, self.problem = path, line, column, problem
+
+    def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.path}: {self.problem}"
+        return f"{self.path}:{self.line}:{self.column}: {self.problem}"
+
+
+# ---------------------------------------------------------------- values
+
+# Ranges of keys only the file has (settings.LIMITS holds the ones DNS-SD shares).
+FILE_LIMITS = {
+    "subAgentId": (0, 199_999),  # hsflowd's HSP_MAX_SUBAGENTID
+    "nflog.group": (0, 65535),  # the kernel's NFLOG group is 16 bits
+    "psample.group": (1, 2**32 - 1),
+}
+
+
+def integer(text: str) -> int:
+    """A whole number; like hsflowd, a K/M/G/T suffix multiplies (10K = 10000)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return parse_speed_key(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def ranged(name: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        value = integer(text)
+        if name not in FILE_LIMITS:
+            return check_range(name, value)
+        low, high = FILE_LIMITS[name]
+        if not low <= value <= high:
+            raise ValueError(f"{name} = {value} is out of range ({low} to {high})")
+        return value
+    return convert
+
+
+def on_off(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise ValueError(f"{text!r} is not on or off")
+    return text.lower() == "on"
+
+
+def probability(text: str) -> float:
+    if not re.fullmatch(r"[0-9]*\.?[0-9]+", text) or not 0 < float(text) <= 1:
+        raise ValueError(f"{text!r} is not a probability above 0 and at most 1 (e.g. 0.001)")
+    return float(text)
+
+
+def regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
+    return text
+
+
+def device_name(text: str) -> str:
+    """A Linux interface name, by the kernel's own rule (dev_valid_name)."""
+    if len(text) > 15 or text in (".", "..") or re.search(r"[/:\s]", text):
+        raise ValueError(f"{text!r} is not an interface name (at most 15 characters, no '/' or ':')")
+    return text
+
+
+def domain(text: str) -> str:
+    """A DNS domain; hsflowd writes it with a leading dot (.example.com), which is optional here."""
+    name = text.removeprefix(".").removesuffix(".")
+    labels = name.split(".")
+    if len(name) > 253 or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,63}", label) for label in labels):
+        raise ValueError(f"{text!r} is not a domain name such as .example.com")
+    return name
+
+
+def user_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]+", text):
+        raise ValueError(f"{text!r} is not a user name")
+    return text
+
+
+# ---------------------------------------------------------------- the grammar's tables
+
+Converter = Callable[[str], Any]
+
+# Settings in sflow { }: key as hsflowd spells it -> (Settings attribute, converter).
+SFLOW_KEYS: dict[str, tuple[str, Converter]] = {
+    "DNSSD": ("dnssd", on_off),
+    "DNSSD_domain": ("dnssd_domain", domain),
+    "polling": ("polling", ranged("polling")),
+    "counterPollingInterval": ("polling", ranged("polling")),  # hsflowd's older spelling
+    "sampling": ("sampling", ranged("sampling")),
+    "packetSamplingRate": ("sampling", ranged("sampling")),  # hsflowd's older spelling
+    "sampling.bps_ratio": ("sampling_bps_ratio", ranged("sampling.bps_ratio")),
+    "headerBytes": ("header_bytes", ranged("headerBytes")),
+    "datagramBytes": ("datagram_bytes", ranged("datagramBytes")),
+    "agent": ("agent", device_name),
+    "agent.cidr": ("agent_cidr", check_cidr),
+    "agentIP": ("agent_ip", check_ip),
+    "subAgentId": ("sub_agent_id", ranged("subAgentId")),
+    "switchport": ("switchport", regex),
+    "user": ("user", user_name),
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A `name { ... }` section: its keys (key -> (attribute, converter)) and `finish`, which
+    gets the values set inside one such block and records what they mean for Settings."""
+
+    name: str
+    keys: dict[str, tuple[str, Converter]]
+    finish: Callable[["Parser", dict, "Token"], None]
+
+
+def add_collector(parser: Parser, values: dict, where: Token) -> None:
+    if "ip" not in values:
+        raise parser.at(where, "collector { } without ip = ADDRESS")
+    receiver = Receiver(values["ip"], values.get("port", DEFAULT_PORT))
+    parser.append("receivers", receiver, where, f"collector {receiver}")
+
+
+def add_pcap(parser: Parser, values: dict, where: Token) -> None:
+    if "dev" not in values:
+        parser.warn(where, "pcap { } without dev: hsagent samples only devices named by dev; ignored")
+        return
+    parser.append("pcap_devs", values["dev"], where, f"pcap {{ dev = {values['dev']} }}")
+
+
+def enable_dnssd(parser: Parser, values: dict, where: Token) -> None:
+    for attr, value in dict(values, dnssd=True).items():
+        parser.set(parser.top, attr, value, where, "dns-sd { }")
+
+
+def enable(attr: str, record: Callable[..., Any] = lambda: True):
+    """finish() of a block that turns one feature on: Settings.<attr> = record(**values)."""
+    def finish(parser: Parser, values: dict, where: Token) -> None:
+        parser.set(parser.top, attr, record(**values), where, f"{where.text} {{ }}")
+    return finish
+
+
+BLOCKS = {block.name: block for block in (
+    Block("collector", {"ip": ("ip", check_ip), "udpport": ("port", ranged("udpport"))},
+          add_collector),
+    Block("pcap", {"dev": ("dev", device_name)}, add_pcap),
+    Block("dns-sd", {"domain": ("dnssd_domain", domain),
+                     "server": ("dnssd_server", check_ip),  # hsagent's extension
+                     "port": ("dnssd_port", ranged("udpport"))},  # hsagent's extension
+          enable_dnssd),
+    Block("docker", {}, enable("docker")),
+    Block("ovs", {}, enable("ovs")),
+    Block("nflog", {"group": ("group", ranged("nflog.group")),
+                    "probability": ("probability", probability),
+                    "interfaces": ("interfaces", regex)}, enable("nflog", NflogSettings)),
+    Block("psample", {"group": ("group", ranged("psample.group"))},
+          enable("psample", PsampleSettings)),
+)}
+
+SFLOW = Block("sflow", SFLOW_KEYS, lambda parser, values, where: None)
+
+# hsflowd's keywords (src/Linux/hsflowtokens.h, plus a few newer modules). Those hsagent does
+# not implement are skipped with a warning; anything else unknown is an error.
+HSFLOWD_TOKENS = frozenset(name.lower() for name in """
+    sFlow subAgentId counterPollingInterval packetSamplingRate agentIP collector containerd IP
+    UDPPort UDP agent uuid dbconfig DNSSD dns-sd DNSSD_domain domain polling sampling headerBytes
+    ulog ulogGroup group ulogProbability probability nflog nflogGroup nflogProbability psample
+    loopback json jsonPort jsonFIFO fifo agent.cidr datagramBytes refreshAdaptors checkAdaptors
+    refreshVMs samplingDirection forgetVMs pcap dev speed promisc vport kvm xen
+    xen.update.dominfo update.dominfo xen.dsk dsk vbd docker modules cumulus dent switchport OVS
+    NVML OS10 OPX SONIC tcp dbus systemd dropPriv eapi port cgroup_procs cgroup_acct markTraffic
+    namespace hostname dropmon start limit sw hw rn hw_unknown hw_function sw_passive hw_passive
+    tunnel max unixsock ingress egress k8s waitReady dump vpp epcap
+""".split())
+
+
+# ---------------------------------------------------------------- tokens
+
+class Token(NamedTuple):
+    kind: str  # "word", "string" (quoted), "{", "}" or "="
+    text: str  # a string without its quotes
+    line: int
+    column: int
+    width: int  # characters in the file, quotes included
+
+    @property
+    def end(self) -> int:
+        return self.column + self.width
+
+
+TOKEN = re.compile(r"""
+    (?P<space>(?:[^\S\n]|;)+)       # hsflowd separates tokens with ';' too
+  | (?P<comment>\#.*)
+  | (?P<string>"[^"]*")
+  | (?P<open_quote>")
+  | (?P<punct>[{}=])
+  | (?P<word>[^\s;#"{}=]+)
+""", re.VERBOSE)
+
+# NUL and other control characters (tab, CR and LF aside), C1 controls and lone surrogates:
+# what a binary file or a mis-decoded one looks like.
+NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def tokenize(text: str, path: str) -> list[Token]:
+    tokens = []
+    for number, line in enumerate(text.split("\n"), 1):
+        for match in TOKEN.finditer(line):
+            kind, raw, column = match.lastgroup, match.group(), match.start() + 1
+            if kind == "open_quote":
+                raise ConfigError(path, number, column, "'\"' opens a string that is not closed on this line")
+            if kind == "string":
+                tokens.append(Token("string", raw[1:-1], number, column, len(raw)))
+            elif kind in ("word", "punct"):
+                tokens.append(Token("word" if kind == "word" else raw, raw, number, column, len(raw)))
+    return tokens
+
+
+def check_text(text: str, path: str) -> None:
+    bad = NOT_TEXT.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - text.rfind("\n", 0, bad.start())
+        what = "a NUL byte" if bad.group() == "\0" else f"control character U+{ord(bad.group()):04X}"
+        raise ConfigError(path, line, column, f"{what}: this is not a text configuration file")
+
+
+def describe(token: Token) -> str:
+    return f"'{token.text}'" if token.kind != "string" else f'"{token.text}"'
+
+
+# ---------------------------------------------------------------- the parser
+
+class Parser:
+    """One pass over the tokens; each block's table says what may appear inside it."""
+
+    def __init__(self, text: str, path: str):
+        self.path = path
+        check_text(text, path)
+        self.tokens = tokenize(text, path)
+        self.pos = 0
+        self.warnings: list[str] = []
+        self.top: dict[str, tuple[Any, Token]] = {}  # Settings attribute -> (value, where set)
+        self.speed_rates: dict[str, tuple[int, Token]] = {}  # "10G" -> (1-in-N, where set)
+
+    # ---- plumbing
+    def peek(self) -> Token | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def next(self) -> Token | None:
+        token = self.peek()
+        self.pos += token is not None
+        return token
+
+    def at(self, token: Token, problem: str) -> ConfigError:
+        return ConfigError(self.path, token.line, token.column, problem)
+
+    def warn(self, token: Token, message: str) -> None:
+        self.warnings.append(f"{self.path}:{token.line}:{token.column}: warning: {message}")
+
+    def set(self, into: dict, key: str, value: Any, where: Token, label: str) -> None:
+        """hsflowd keeps the last of a repeated setting; so do we, but say so."""
+        if key in into:
+            first = into[key][1]
+            self.warn(where, f"{label} given again (first at line {first.line}); the last one wins")
+        into[key] = (value, where)
+
+    def append(self, attr: str, item: Any, where: Token, label: str) -> None:
+        items = self.top.get(attr, ((), where))[0]
+        if item in items:
+            self.warn(where, f"{label} given twice; ignored")
+            return
+        self.top[attr] = (items + (item,), where)
+
+    # ---- grammar
+    def parse(self) -> Settings:
+        first = self.next()
+        if first is None:
+            raise ConfigError(self.path, 1, 1, "no settings (the file is empty or only comments): "
+                                               "expected sflow { ... }")
+        if first.kind != "word" or first.text.lower() != "sflow":
+            raise self.at(first, f"expected 'sflow {{' at the start, found {describe(first)}: "
+                                 "every setting goes inside sflow { }")
+        closing = self.body(SFLOW, self.opening(first), self.top)
+        extra = self.next()
+        if extra is not None and extra.kind == "}":
+            raise self.at(extra, "'}' without a matching '{'")
+        if extra is not None:
+            raise self.at(extra, f"{describe(extra)} after the end of sflow {{ }} (closed at line "
+                                 f"{closing.line}): every setting goes inside sflow {{ }}")
+        return self.settings(first)
+
+    def opening(self, name: Token) -> Token:
+        brace = self.next()
+        if brace is None or brace.kind != "{":
+            where = brace or name._replace(column=name.end)
+            raise self.at(where, f"expected '{{' after {name.text}")
+        return brace
+
+    def body(self, block: Block, opening: Token, into: dict) -> Token:
+        """Statements up to the '}' that closes `opening`; returns that '}'."""
+        while (token := self.next()) is not None:
+            if token.kind == "}":
+                return token
+            if token.kind != "word":
+                raise self.at(token, f"expected a setting name in {block.name} {{ }}, found {describe(token)}")
+            self.statement(token, block, opening, into)
+        raise self.at(opening, f"this '{{' of {block.name} (line {opening.line}) is never closed by '}}'")
+
+    def statement(self, name: Token, block: Block, opening: Token, into: dict) -> None:
+        word = name.text.lower()
+        key = next((key for key in block.keys if key.lower() == word), None)
+        if block is SFLOW and word in BLOCKS:
+            self.sub_block(name, BLOCKS[word])
+        elif key is not None:
+            attr, convert = block.keys[key]
+            self.set(into, attr, self.converted(name, key, convert), name, key)
+        elif block is SFLOW and word.startswith("sampling."):
+            self.speed_sampling(name)
+        elif block is SFLOW and word.startswith("polling."):
+            self.skip(name, f"{name.text}: per-application polling is not implemented by hsagent")
+        elif block is SFLOW and (homes := [b.name for b in BLOCKS.values() if word in map(str.lower, b.keys)]):
+            raise self.at(name, f"{name.text} belongs inside {' { } or '.join(homes)} {{ }}, "
+                                "not directly in sflow { }")
+        elif block is not SFLOW and (word in map(str.lower, SFLOW_KEYS) or word in BLOCKS
+                                     or word.startswith(("sampling.", "polling."))):
+            raise self.at(name, f"{name.text} is not a {block.name} setting: is the '}}' that closes "
+                                f"{block.name} {{ (line {opening.line}) missing?")
+        elif word in HSFLOWD_TOKENS:
+            self.skip(name, f"{name.text}: hsflowd feature not implemented by hsagent")
+        else:
+            raise self.unknown(name, block)
+
+    def sub_block(self, name: Token, block: Block) -> None:
+        opening = self.opening(name)
+        values: dict[str, tuple[Any, Token]] = {}
+        self.body(block, opening, values)
+        block.finish(self, {attr: value for attr, (value, _) in values.items()}, name)
+
+    def value(self, name: Token) -> Token:
+        """The value of `name = value`, all three on one line."""
+        equals = self.peek()
+        if equals is None or equals.line != name.line or equals.kind != "=":
+            where = equals if equals is not None and equals.line == name.line else name._replace(column=name.end)
+            raise self.at(where, f"expected '=' after {name.text}")
+        self.next()
+        value = self.peek()
+        if value is None or value.line != name.line or value.kind not in ("word", "string") or not value.text:
+            where = value if value is not None and value.line == name.line else equals._replace(column=equals.end)
+            raise self.at(where, f"missing value after '{name.text} ='")
+        return self.next()
+
+    def converted(self, name: Token, key: str, convert: Converter) -> Any:
+        value = self.value(name)
+        try:
+            return convert(value.text)
+        except ValueError as exc:
+            raise self.at(value, f"bad value for {key}: {exc}") from None
+
+    def speed_sampling(self, name: Token) -> None:
+        """sampling.<speed> = N, the speed spelt as hsflowd does (sampling.1000M is sampling.1G)."""
+        try:
+            speed = parse_speed_key(name.text[len("sampling."):])
+        except ValueError:
+            self.skip(name, f"{name.text}: application sampling is not implemented by hsagent")
+            return
+        if speed == 0:
+            raise self.at(name, f"{name.text}: a link speed must be above 0")
+        rate = self.converted(name, name.text, ranged("sampling"))
+        self.set(self.speed_rates, speed_key(speed), rate, name, f"sampling.{speed_key(speed)}")
+
+    def skip(self, name: Token, why: str) -> None:
+        """Consume an hsflowd setting or block hsagent ignores (nested blocks included)."""
+        if (brace := self.peek()) is not None and brace.kind == "{":
+            self.next()
+            depth = 1
+            while depth:
+                token = self.next()
+                if token is None:
+                    raise self.at(brace, f"this '{{' of {name.text} (line {brace.line}) is never closed by '}}'")
+                depth += {"{": 1, "}": -1}.get(token.kind, 0)
+        else:
+            self.value(name)
+        self.warn(name, f"{why}; ignored")
+
+    def unknown(self, name: Token, block: Block) -> ConfigError:
+        known = list(block.keys) + (list(BLOCKS) if block is SFLOW else [])
+        by_lower = {key.lower(): key for key in known}
+        close = difflib.get_close_matches(name.text.lower(), by_lower, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(by_lower[c] for c in close)}?" if close else ""
+        return self.at(name, f"unknown setting '{name.text}' in {block.name} {{ }}{hint}")
+
+    def settings(self, sflow: Token) -> Settings:
+        changes = {attr: value for attr, (value, _) in self.top.items()}
+        if self.speed_rates:
+            changes["sampling_by_speed"] = MappingProxyType(
+                {key: rate for key, (rate, _) in self.speed_rates.items()})
+        if changes.get("dnssd") is False and not changes.get("receivers"):
+            raise self.at(sflow, "DNSSD is off and there is no collector { }: nowhere to send sFlow")
+        return Settings().replace("file", **changes)
+
+
+# ---------------------------------------------------------------- public API
+
+def parse(text: str, path: str = "<string>") -> tuple[Settings, list[str]]:
+    """Settings from hsflowd.conf-style text, and warnings ("PATH:LINE:COL: warning: ...")
+    for what was ignored. Raises ConfigError."""
+    parser = Parser(text.removeprefix("\ufeff"), path)
+    return parser.parse(), parser.warnings
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError(path, 0, 0, f"cannot read the file: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(path, line, column, f"byte 0x{data[exc.start]:02x} is not UTF-8: "
+                                              "this is not a text configuration file") from None
+
+
+def load(path: str) -> tuple[Settings, list[str]]:
+    """Read and parse a configuration file. Raises ConfigError."""
+    return parse(read_text(path), path)

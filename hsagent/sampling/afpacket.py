@@ -1,0 +1,150 @@
+"""Sampling one interface with an AF_PACKET socket and a 1-in-N BPF filter.
+
+The kernel runs the filter on every packet the interface sends or receives and queues only
+the sampled ones, already truncated to the header bytes; this module turns them into flow
+samples. The original length of a truncated packet comes from PACKET_AUXDATA (tp_len):
+recv's MSG_TRUNC would only report the length left after the filter cut it.
+
+sample_pool is the interface's own packet count (rx + tx in /sys/class/net/<dev>/statistics)
+since the sampler started, read once per read() that returned samples: that is exactly
+"packets that could have been sampled", where hsflowd's `pool += N` per sample is only its
+expectation. Should the counters become unreadable, the pool falls back to += N per sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+
+from . import bpf, flows
+
+log = logging.getLogger(__name__)
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = getattr(socket, "SOL_PACKET", 263)
+PACKET_STATISTICS, PACKET_AUXDATA = 6, 8
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+_AUXDATA = struct.Struct("=IIIHHHH")  # tp_status, tp_len, tp_snaplen, tp_mac, tp_net, vlan tci, tpid
+_STATS = struct.Struct("=II")  # struct tpacket_stats: tp_packets, tp_drops
+_AUX_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
+
+DEFAULT_RCVBUF = 4 << 20  # room for thousands of truncated samples between two reads
+DEFAULT_BATCH = 1000  # packets per read(), so one busy interface cannot starve the loop
+
+
+def read_packet_count(ifname: str, root: str = "/sys/class/net") -> int:
+    """Packets received plus sent by the interface, from its kernel counters."""
+    total = 0
+    for name in ("rx_packets", "tx_packets"):
+        with open(f"{root}/{ifname}/statistics/{name}", "rb") as f:
+            total += int(f.read())
+    return total
+
+
+def original_length(ancdata, captured: int) -> int:
+    """The packet's length before the filter truncated it, from the PACKET_AUXDATA message."""
+    for level, kind, data in ancdata:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUXDATA.size:
+            return _AUXDATA.unpack_from(data)[1]
+    return captured
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """SO_RCVBUFFORCE (root may exceed net.core.rmem_max), else SO_RCVBUF up to that limit."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+class PacketSampler:
+    """Flow samples of 1 in `rate` packets sent or received on interface `ifname`."""
+
+    def __init__(self, ifname: str, rate: int, header_bytes: int = 128,
+                 rcvbuf: int = DEFAULT_RCVBUF, batch: int = DEFAULT_BATCH,
+                 stats_root: str = "/sys/class/net"):
+        self.ifname = ifname
+        self.ifindex = socket.if_nametoindex(ifname)
+        self.rate = rate
+        self.header_bytes = header_bytes
+        self.batch = batch
+        self.drops = 0  # cumulative: sampled packets the kernel could not queue to us
+        self.passed = 0  # cumulative: packets the filter let through (queued or dropped)
+        self._stats_root = stats_root
+        self._count_failed = False
+        self._estimated_pool = 0
+        self._directions = {t: flows.host_interfaces(self.ifindex, t) for t in (
+            flows.PACKET_HOST, flows.PACKET_BROADCAST, flows.PACKET_MULTICAST,
+            flows.PACKET_OTHERHOST, flows.PACKET_OUTGOING)}
+        # Protocol 0 receives nothing until bind(), so no unfiltered packet slips in before
+        # the filter is attached.
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            bpf.attach(self._sock, bpf.sample_filter(rate, header_bytes))
+            set_receive_buffer(self._sock, rcvbuf)
+            self._sock.setblocking(False)
+            self._pool_base = self._packet_count()
+            self._sock.bind((ifname, ETH_P_ALL))
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def set_rate(self, rate: int) -> None:
+        """Replace the kernel filter in place; packets already queued keep arriving."""
+        bpf.attach(self._sock, bpf.sample_filter(rate, self.header_bytes))
+        self.rate = rate
+
+    def read(self) -> list:
+        packets = []
+        for _ in range(self.batch):
+            try:
+                data, ancdata, _, address = self._sock.recvmsg(self.header_bytes, _AUX_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            packets.append((data, original_length(ancdata, len(data)), address[2]))
+        if not packets:
+            return []
+        self._read_statistics()
+        return self._samples(packets)
+
+    def _samples(self, packets) -> list:
+        count = self._packet_count() if self._pool_base is not None else None
+        samples = []
+        for data, length, pkttype in packets:
+            if count is None:
+                self._estimated_pool += self.rate
+                pool = self._estimated_pool
+            else:
+                pool = count - self._pool_base
+            source, destination = self._directions.get(pkttype) or flows.host_interfaces(
+                self.ifindex, pkttype)
+            samples.append(flows.flow_sample(
+                self.ifindex, self.rate, pool, self.drops, source, destination,
+                flows.ethernet_header(data, length, self.header_bytes)))
+        return samples
+
+    def _packet_count(self) -> int | None:
+        try:
+            return read_packet_count(self.ifname, self._stats_root)
+        except (OSError, ValueError) as e:
+            if not self._count_failed:
+                log.warning("%s: cannot read packet counters (%s); sample_pool += %d per sample",
+                            self.ifname, e, self.rate)
+                self._count_failed = True
+            return None
+
+    def _read_statistics(self) -> None:
+        """Add the kernel's counts since the last call (reading them resets them)."""
+        packets, drops = _STATS.unpack(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
+                                                             _STATS.size))
+        self.passed += packets
+        self.drops += drops
+
+    def close(self) -> None:
+        self._sock.close()
