@@ -10,11 +10,18 @@ import threading
 import time
 import uuid
 
+from typing import NamedTuple
+
 import pytest
 
 from hsagent.sflow.datagram import decode_datagram
 
 HSAGENT = [sys.executable, "-m", "hsagent"]
+
+
+class Endpoint(NamedTuple):
+    host: str
+    port: int
 
 
 class Receiver:

@@ -105,8 +105,10 @@ def test_sysfs_text_and_flags():
 
 # --- the worker that runs inside a namespace -----------------------------------------------
 
-def worker() -> None:
+def worker(event_buffer: int | None) -> None:
     """A Collector inside the current namespace, one JSON reply per command on stdin."""
+    if event_buffer:
+        netlink.EVENT_BUFFER_BYTES = event_buffer
     collector = Collector(Settings())
     for line in sys.stdin:
         if line.strip() == "poll":
@@ -124,9 +126,10 @@ def worker() -> None:
 
 
 class Worker:
-    def __init__(self, ns):
+    def __init__(self, ns, event_buffer: int = 0):
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.proc = ns.popen(sys.executable, __file__, "--worker", stdin=subprocess.PIPE,
+        self.proc = ns.popen(sys.executable, __file__, "--worker", str(event_buffer),
+                             stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, env=env)
 
     def _ask(self, command: str) -> dict:
@@ -161,8 +164,8 @@ class Worker:
 def start_worker():
     workers = []
 
-    def start(ns):
-        workers.append(Worker(ns))
+    def start(ns, event_buffer: int = 0):
+        workers.append(Worker(ns, event_buffer))
         return workers[-1]
 
     yield start
@@ -226,18 +229,19 @@ def test_counters_follow_traffic_and_match_the_kernel(netns, start_worker):
     worker = start_worker(a)
 
     before = worker.poll()[index][0]
-    count, size = 300, 1000
-    send_udp(a, "198.18.0.2", count, size)  # out of hsi0
-    send_udp(b, "198.18.0.1", count, size)  # into hsi0
+    # Different amounts each way, so a swapped direction cannot pass.
+    sent, received = (300, 1000), (200, 600)  # (datagrams, payload bytes)
+    send_udp(a, "198.18.0.2", *sent)  # out of hsi0
+    send_udp(b, "198.18.0.1", *received)  # into hsi0
     kernel_before = kernel_counters(a, "hsi0")
     after, name = worker.poll()[index]
     kernel_after = kernel_counters(a, "hsi0")
 
     assert name.name == "hsi0"
-    assert after.out_octets - before.out_octets >= count * (size + UDP_HEADERS)
-    assert after.in_octets - before.in_octets >= count * (size + UDP_HEADERS)
-    assert after.out_ucast_pkts - before.out_ucast_pkts >= count
-    assert after.in_ucast_pkts - before.in_ucast_pkts >= count
+    assert after.out_octets - before.out_octets >= sent[0] * (sent[1] + UDP_HEADERS)
+    assert after.in_octets - before.in_octets >= received[0] * (received[1] + UDP_HEADERS)
+    assert after.out_ucast_pkts - before.out_ucast_pkts >= sent[0]
+    assert after.in_ucast_pkts - before.in_ucast_pkts >= received[0]
     # Same numbers as /sys, read just before and after the poll (nothing else moves them).
     for field, kernel in [("in_octets", "rx_bytes"), ("out_octets", "tx_bytes"),
                           ("out_ucast_pkts", "tx_packets"), ("in_multicast_pkts", "multicast")]:
@@ -334,5 +338,15 @@ def test_hundreds_of_interfaces_in_one_poll(netns, start_worker):
     assert {i: name.name for i, (_, name) in worker.poll().items()} == expected
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    worker()
+def test_lost_link_events_are_recovered_by_a_dump(netns, start_worker):
+    ns = make_ns(netns)
+    worker = start_worker(ns, event_buffer=4096)  # far too small for the burst below
+    add_veth_pairs(ns, 0, 100)
+    readable, sources = worker.wait()
+    expected = {e["ifindex"] for name, e in links(ns).items() if name != "lo"}
+    assert readable and len(expected) == 200
+    assert sources == expected
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    worker(int(sys.argv[2]))

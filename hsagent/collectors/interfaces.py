@@ -115,7 +115,11 @@ class Collector:
         self._events = netlink.open_socket(groups=netlink.RTMGRP_LINK)
         self._dumper = netlink.Dumper()
         self._stats_failing = False
-        self._resync()
+        try:
+            self._resync()
+        except OSError:
+            self.close()
+            raise
 
     # --- link table --------------------------------------------------------------------
 

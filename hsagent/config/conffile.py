@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from hsagent.settings import (DEFAULT_PORT, LIMITS, NflogSettings, PsampleSettings, Receiver,
+from hsagent.settings import (DEFAULT_PORT, NflogSettings, PsampleSettings, Receiver,
                               Settings, check_cidr, check_ip, check_range, parse_speed_key,
                               speed_key)
 
@@ -143,11 +143,12 @@ SFLOW_KEYS: dict[str, tuple[str, Converter]] = {
 @dataclass(frozen=True)
 class Block:
     """A `name { ... }` section: its keys (key -> (attribute, converter)) and `finish`, which
-    gets the values set inside one such block and records what they mean for Settings."""
+    gets the values set inside one such block and records what they mean for Settings
+    (sflow { } itself has none: its keys are Settings attributes)."""
 
     name: str
     keys: dict[str, tuple[str, Converter]]
-    finish: Callable[["Parser", dict, "Token"], None]
+    finish: Callable[["Parser", dict, "Token"], None] | None = None
 
 
 def add_collector(parser: Parser, values: dict, where: Token) -> None:
@@ -193,7 +194,7 @@ BLOCKS = {block.name: block for block in (
           enable("psample", PsampleSettings)),
 )}
 
-SFLOW = Block("sflow", SFLOW_KEYS, lambda parser, values, where: None)
+SFLOW = Block("sflow", SFLOW_KEYS)
 
 # hsflowd's keywords (src/Linux/hsflowtokens.h, plus a few newer modules). Those hsagent does
 # not implement are skipped with a warning; anything else unknown is an error.
@@ -233,8 +234,8 @@ TOKEN = re.compile(r"""
   | (?P<word>[^\s;#"{}=]+)
 """, re.VERBOSE)
 
-# NUL and other control characters (tab, CR and LF aside), C1 controls and lone surrogates:
-# what a binary file or a mis-decoded one looks like.
+# NUL and other control characters (tab, CR and LF aside), C1 controls and lone surrogates
+# (bytes that are not UTF-8): what a binary file or a mis-decoded one looks like.
 NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -256,9 +257,16 @@ def check_text(text: str, path: str) -> None:
     bad = NOT_TEXT.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
-        column = bad.start() - text.rfind("\n", 0, bad.start())
-        what = "a NUL byte" if bad.group() == "\0" else f"control character U+{ord(bad.group()):04X}"
-        raise ConfigError(path, line, column, f"{what}: this is not a text configuration file")
+        column = 1 + bad.start() - text.rfind("\n", 0, bad.start())
+        raise ConfigError(path, line, column, f"{not_text(bad.group())}: this is not a text configuration file")
+
+
+def not_text(char: str) -> str:
+    if char == "\0":
+        return "a NUL byte"
+    if "\udc80" <= char <= "\udcff":  # how read_text() carries a byte that is not UTF-8
+        return f"byte 0x{ord(char) - 0xdc00:02x} is not UTF-8"
+    return f"character U+{ord(char):04X}"
 
 
 def describe(token: Token) -> str:
@@ -354,7 +362,7 @@ class Parser:
         elif block is SFLOW and word.startswith("sampling."):
             self.speed_sampling(name)
         elif block is SFLOW and word.startswith("polling."):
-            self.skip(name, f"{name.text}: per-application polling is not implemented by hsagent")
+            self.skip(name, "per-application polling is not implemented by hsagent")
         elif block is SFLOW and (homes := [b.name for b in BLOCKS.values() if word in map(str.lower, b.keys)]):
             raise self.at(name, f"{name.text} belongs inside {' { } or '.join(homes)} {{ }}, "
                                 "not directly in sflow { }")
@@ -363,7 +371,7 @@ class Parser:
             raise self.at(name, f"{name.text} is not a {block.name} setting: is the '}}' that closes "
                                 f"{block.name} {{ (line {opening.line}) missing?")
         elif word in HSFLOWD_TOKENS:
-            self.skip(name, f"{name.text}: hsflowd feature not implemented by hsagent")
+            self.skip(name, "hsflowd feature not implemented by hsagent")
         else:
             raise self.unknown(name, block)
 
@@ -398,7 +406,7 @@ class Parser:
         try:
             speed = parse_speed_key(name.text[len("sampling."):])
         except ValueError:
-            self.skip(name, f"{name.text}: application sampling is not implemented by hsagent")
+            self.skip(name, "application sampling is not implemented by hsagent")
             return
         if speed == 0:
             raise self.at(name, f"{name.text}: a link speed must be above 0")
@@ -407,7 +415,9 @@ class Parser:
 
     def skip(self, name: Token, why: str) -> None:
         """Consume an hsflowd setting or block hsagent ignores (nested blocks included)."""
+        label = name.text
         if (brace := self.peek()) is not None and brace.kind == "{":
+            label += " { }"
             self.next()
             depth = 1
             while depth:
@@ -417,7 +427,7 @@ class Parser:
                 depth += {"{": 1, "}": -1}.get(token.kind, 0)
         else:
             self.value(name)
-        self.warn(name, f"{why}; ignored")
+        self.warn(name, f"{label}: {why}; ignored")
 
     def unknown(self, name: Token, block: Block) -> ConfigError:
         known = list(block.keys) + (list(BLOCKS) if block is SFLOW else [])
@@ -446,19 +456,13 @@ def parse(text: str, path: str = "<string>") -> tuple[Settings, list[str]]:
 
 
 def read_text(path: str) -> str:
+    """The file's text; a byte that is not UTF-8 becomes a lone surrogate, which parse()
+    then reports at its line and column."""
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            return file.read().decode("utf-8", "surrogateescape")
     except OSError as exc:
         raise ConfigError(path, 0, 0, f"cannot read the file: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
-        raise ConfigError(path, line, column, f"byte 0x{data[exc.start]:02x} is not UTF-8: "
-                                              "this is not a text configuration file") from None
 
 
 def load(path: str) -> tuple[Settings, list[str]]:

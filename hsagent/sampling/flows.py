@@ -73,3 +73,25 @@ def flow_sample(ds_index: int, rate: int, pool: int, drops: int, input: Interfac
     """The flow sample of one packet sampled on data source 0:ds_index."""
     return FlowSample(DS_IFINDEX, ds_index, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF,
                       input, output, [header])
+
+
+class SampleCounts:
+    """sample_pool and drops of a sampler whose kernel reports only the sampled packets.
+
+    The pool of each data source grows by the rate per sample (hsflowd's approximation, as
+    the kernel does not say how many packets it skipped); drops are the gaps in the
+    sequence numbers the kernel stamps on its messages (32-bit, wrapping).
+    """
+
+    def __init__(self):
+        self.drops = 0
+        self._pools: dict[int, int] = {}
+        self._last_seq: int | None = None
+
+    def count(self, ds_index: int, rate: int, seq: int | None) -> tuple[int, int]:
+        """(sample_pool, drops) for a sample of data source 0:ds_index."""
+        if seq is not None and self._last_seq is not None:
+            self.drops += (seq - self._last_seq - 1) & 0xFFFFFFFF
+        self._last_seq = seq
+        pool = self._pools[ds_index] = self._pools.get(ds_index, 0) + rate
+        return pool, self.drops

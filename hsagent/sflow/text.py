@@ -111,7 +111,7 @@ def _sampled_header(rec: r.SampledHeader) -> list[Entry]:
         _int("sampledPacketSize", rec.frame_length),
         _int("strippedBytes", rec.stripped),
         _int("headerLen", len(rec.header)),
-        _str("headerBytes", "-".join(f"{b:02X}" for b in shown)),
+        _str("headerBytes", shown.hex("-").upper()),
     ]
     for key, value in decode_header(rec.header_protocol, rec.header, rec.frame_length,
                                     rec.stripped):

@@ -1,0 +1,489 @@
+"""DNS-SD: fleet-wide settings from `_sflow._udp` SRV and TXT records, as hsflowd's mod_dnssd.
+
+One SRV query and one TXT query on `_sflow._udp.<domain>`. Every SRV answer is a collector;
+each TXT character-string is one `key=value` setting, checked like the config file. The
+result overlays the file's settings (`apply`), so DNS-SD feeds the same `Settings` model.
+
+Choices where hsflowd leaves room (section 7 of the reference):
+- A collector name becomes ONE receiver: its lowest IPv4 address, else its lowest IPv6
+  address. IPv4 first because a host with a link-local-only or unrouted IPv6 stack would
+  silently lose datagrams; the lowest address so a round-robin server does not look like a
+  change on every refresh. A name with neither is skipped with a warning.
+- NXDOMAIN, timeouts and server failures are errors (the agent keeps its last good settings);
+  a name that exists without SRV records means "no collectors: stop sending".
+- TXT keys are matched without regard to case (as hsflowd's config tokens); a bad string is
+  skipped with a warning and never affects the others.
+
+dnspython is blocking, so `DnsSdWatcher` runs the lookups in one thread and hands results to
+the agent's loop through a pipe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import dns.exception
+import dns.name
+import dns.resolver
+
+from ..settings import (Receiver, Settings, check_cidr, check_ip, check_range, parse_speed_key,
+                        speed_key)
+
+log = logging.getLogger(__name__)
+
+SERVICE = "_sflow._udp"
+RESOLV_CONF = "/etc/resolv.conf"
+QUERY_TIMEOUT = 2.0  # seconds for one query, retries included
+MIN_REFRESH, MAX_REFRESH, DEFAULT_REFRESH = 10, 3600, 300  # seconds
+RETRY_FIRST, RETRY_MAX = 10, 300  # seconds: backoff after failed lookups
+JITTER = 0.1  # +-10 %, so a fleet started together does not query together
+# The longest meaningful pair is agent.cidr with a full IPv6 prefix (about 55 bytes); anything
+# much longer is a mistake, and is not worth echoing whole into the log.
+MAX_TXT_STRING = 128
+MAX_IFNAME = 15  # Linux IFNAMSIZ - 1
+
+
+class DnsSdError(Exception):
+    """The lookup gave no usable answer; the agent keeps its last good settings."""
+
+
+class _NoSuchName(DnsSdError):
+    """NXDOMAIN: lets a search-list walk move on to the next domain."""
+
+
+@dataclass(frozen=True)
+class DnsSdResult:
+    query: str  # the name that answered, e.g. "_sflow._udp.example.com."
+    receivers: tuple[Receiver, ...]  # sorted; () means "no collectors: stop sending"
+    settings: dict  # Settings attribute -> value, from the TXT strings
+    ttl: int | None  # smallest TTL among the answers used; None when nothing was answered
+    answers: list[str]  # the records used, in zone-file text, for `hsagent discover`
+    warnings: list[str]  # what was skipped, and why
+
+    def same_config(self, other: "DnsSdResult | None") -> bool:
+        """True when `other` would configure the agent the same way (TTLs and order aside)."""
+        return other is not None and (self.receivers, self.settings) == (other.receivers,
+                                                                           other.settings)
+
+
+# --- names ---------------------------------------------------------------------------------
+
+def service_name(domain: str) -> dns.name.Name:
+    """`_sflow._udp.<domain>.` for "example.com", ".example.com" or "example.com."."""
+    bare = domain.strip().strip(".")
+    if not bare:
+        raise DnsSdError(f"DNS-SD domain {domain!r} is empty")
+    try:
+        return dns.name.from_text(f"{SERVICE}.{bare}.")
+    except dns.exception.DNSException as error:
+        raise DnsSdError(f"DNS-SD domain {domain!r} is not a valid name: {error}") from None
+
+
+def search_list(resolv_conf_text: str) -> list[str]:
+    """The domains of the last `search` or `domain` line (the one glibc obeys)."""
+    domains: list[str] = []
+    for line in resolv_conf_text.splitlines():
+        words = line.split()
+        if words and words[0] in ("search", "domain"):
+            domains = words[1:]
+    return domains
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _query_names(settings: Settings, resolv_conf: str) -> list[dns.name.Name]:
+    if settings.dnssd_domain:
+        return [service_name(settings.dnssd_domain)]
+    domains = search_list(_read_text(resolv_conf))
+    if not domains:
+        raise DnsSdError(f"no DNS-SD domain: none configured and no search list in {resolv_conf}")
+    return [service_name(domain) for domain in domains]
+
+
+# --- TXT -----------------------------------------------------------------------------------
+
+def _whole_number(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,10}", text):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _ranged(name: str):
+    return lambda text: check_range(name, _whole_number(text))
+
+
+def _interface_name(text: str) -> str:
+    if not 0 < len(text) <= MAX_IFNAME or "/" in text or " " in text or text in (".", ".."):
+        raise ValueError(f"{text!r} is not an interface name")
+    return text
+
+
+# TXT key (lower case) -> (Settings attribute, check that turns the value text into the value)
+TXT_KEYS = {
+    "polling": ("polling", _ranged("polling")),
+    "sampling": ("sampling", _ranged("sampling")),
+    "sampling.bps_ratio": ("sampling_bps_ratio", _ranged("sampling.bps_ratio")),
+    "headerbytes": ("header_bytes", _ranged("headerBytes")),
+    "agent": ("agent", _interface_name),
+    "agent.cidr": ("agent_cidr", check_cidr),
+    "agentip": ("agent_ip", check_ip),
+}
+SPEED_PREFIX = "sampling."
+
+
+def _shown(raw: bytes) -> str:
+    """A TXT string fit for a log line: quoted, escaped, cut short."""
+    return repr(raw[:40])[1:] + ("..." if len(raw) > 40 else "")
+
+
+def parse_pair(raw: bytes) -> tuple[str, str | None, object] | None:
+    """One TXT string -> (attribute, speed key or None, value), e.g. ("polling", None, 20) or
+    ("sampling_by_speed", "10G", 2000).
+
+    None for `txtvers`; ValueError naming the problem for anything unusable."""
+    if len(raw) > MAX_TXT_STRING:
+        raise ValueError(f"longer than {MAX_TXT_STRING} bytes")
+    if not all(0x20 < byte < 0x7F for byte in raw):
+        raise ValueError("contains spaces or bytes that are not printable ASCII")
+    key, equals, value = raw.decode("ascii").partition("=")
+    if not equals:
+        raise ValueError("not key=value")
+    key = key.lower()
+    if key == "txtvers":
+        return None
+    if key in TXT_KEYS:
+        attribute, check = TXT_KEYS[key]
+        return attribute, None, check(value)
+    if key.startswith(SPEED_PREFIX):
+        speed = parse_speed_key(key[len(SPEED_PREFIX):])
+        if not speed:
+            raise ValueError("link speed 0 has no sampling rate")
+        return "sampling_by_speed", speed_key(speed), check_range("sampling", _whole_number(value))
+    raise ValueError(f"unknown key {key!r}")
+
+
+def parse_txt(strings) -> tuple[dict, list[str]]:
+    """TXT character-strings (bytes, in a stable order) -> (attribute -> value, warnings)."""
+    settings: dict = {}
+    by_speed: dict[str, int] = {}
+    warnings: list[str] = []
+    for raw in strings:
+        try:
+            pair = parse_pair(raw)
+        except ValueError as error:
+            warnings.append(f"TXT {_shown(raw)} skipped: {error}")
+            continue
+        if pair is None:
+            continue
+        attribute, speed, value = pair
+        target, name = (by_speed, speed) if speed else (settings, attribute)
+        if name in target and target[name] != value:
+            warnings.append(f"TXT {_shown(raw)}: given twice, this value wins")
+        target[name] = value
+    if by_speed:
+        settings["sampling_by_speed"] = dict(sorted(by_speed.items()))
+    return settings, warnings
+
+
+# --- queries -------------------------------------------------------------------------------
+
+def _resolver(settings: Settings, timeout: float, resolv_conf: str) -> dns.resolver.Resolver:
+    if settings.dnssd_server:
+        resolver = dns.resolver.Resolver(configure=False)
+        try:
+            resolver.nameservers = [settings.dnssd_server]
+        except ValueError:
+            raise DnsSdError(f"DNS-SD server {settings.dnssd_server!r} is not an IP address") from None
+        resolver.port = settings.dnssd_port
+    else:
+        try:
+            resolver = dns.resolver.Resolver(filename=resolv_conf)
+        except dns.resolver.NoResolverConfiguration:
+            raise DnsSdError(f"no nameserver configured in {resolv_conf}") from None
+    resolver.timeout = resolver.lifetime = timeout
+    return resolver
+
+
+def _servers(resolver: dns.resolver.Resolver) -> str:
+    servers = ", ".join(str(server) for server in resolver.nameservers)
+    return servers if resolver.port == 53 else f"{servers} port {resolver.port}"
+
+
+def _query(resolver: dns.resolver.Resolver, name: dns.name.Name, rdtype: str):
+    """The answer's RRset, None when the name exists without such records; DnsSdError else."""
+    try:
+        return resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False).rrset
+    except dns.resolver.NXDOMAIN:
+        raise _NoSuchName(f"{name} does not exist (NXDOMAIN)") from None
+    except dns.exception.Timeout:
+        raise DnsSdError(f"{name} {rdtype}: no answer from {_servers(resolver)} "
+                         f"within {resolver.lifetime:g} s") from None
+    except dns.resolver.NoNameservers as error:
+        # each entry: (server, tcp?, port, rcode text or exception, response)
+        said = "; ".join(f"{entry[0]} answered {entry[3]}" for entry in error.kwargs["errors"])
+        raise DnsSdError(f"{name} {rdtype}: {said or 'no usable nameserver'}") from None
+    except dns.exception.DNSException as error:
+        raise DnsSdError(f"{name} {rdtype}: {error}") from None
+
+
+def _find_service(resolver, names: list[dns.name.Name]):
+    """(name, SRV RRset) for the first name with SRV records.
+
+    Without any: (first name that exists, None) when the others do not exist; DnsSdError
+    when any failed for another reason (it might have had the records)."""
+    exists, failures = None, []
+    for name in names:
+        try:
+            srv = _query(resolver, name, "SRV")
+        except DnsSdError as error:
+            failures.append(error)
+            continue
+        if srv is not None:
+            return name, srv
+        exists = exists or name
+    if exists and all(isinstance(error, _NoSuchName) for error in failures):
+        return exists, None
+    if len(failures) == 1:
+        raise failures[0]
+    raise DnsSdError("; ".join(str(error) for error in failures))
+
+
+def _address(resolver, target: dns.name.Name):
+    """The A RRset of `target`, else its AAAA RRset, else None."""
+    for rdtype in ("A", "AAAA"):
+        try:
+            rrset = _query(resolver, target, rdtype)
+        except _NoSuchName:
+            return None
+        if rrset is not None:
+            return rrset
+    return None
+
+
+def _receivers(resolver, srv) -> tuple[tuple[Receiver, ...], list, list[str]]:
+    """(receivers sorted, address RRsets used, warnings) for the SRV records."""
+    receivers, used, warnings = set(), [], []
+    for record in sorted(srv or (), key=lambda r: (r.target, r.port)):
+        target = record.target.to_text()
+        if len(target.rstrip(".")) < 4:  # hsflowd's rule; covers "." (RFC 2782: no service)
+            warnings.append(f"SRV target {target!r} skipped: too short")
+            continue
+        if record.port == 0:
+            warnings.append(f"SRV {target} skipped: port 0")
+            continue
+        rrset = _address(resolver, record.target)
+        if rrset is None:
+            warnings.append(f"SRV {target} skipped: no A or AAAA record")
+            continue
+        used.append(rrset)
+        lowest = min((ipaddress.ip_address(r.address) for r in rrset))
+        receivers.add(Receiver(str(lowest), record.port))
+    return tuple(sorted(receivers)), used, warnings
+
+
+def lookup(settings: Settings, timeout: float = QUERY_TIMEOUT,
+           resolv_conf: str = RESOLV_CONF) -> DnsSdResult:
+    """Query DNS-SD once. Raises DnsSdError when there is no trustworthy answer."""
+    resolver = _resolver(settings, timeout, resolv_conf)
+    name, srv = _find_service(resolver, _query_names(settings, resolv_conf))
+    txt = _query(resolver, name, "TXT")
+    receivers, addresses, warnings = _receivers(resolver, srv)
+    # servers may rotate records; sorting the TXT records keeps "which duplicate wins" stable
+    strings = [s for record in sorted(txt or (), key=lambda r: r.strings) for s in record.strings]
+    txt_settings, txt_warnings = parse_txt(strings)
+    rrsets = [rrset for rrset in (srv, txt, *addresses) if rrset is not None]
+    return DnsSdResult(
+        query=name.to_text(),
+        receivers=receivers,
+        settings=txt_settings,
+        ttl=min((rrset.ttl for rrset in rrsets), default=None),
+        answers=[line for rrset in rrsets for line in rrset.to_text().splitlines()],
+        warnings=warnings + txt_warnings,
+    )
+
+
+def apply(base: Settings, result: DnsSdResult) -> Settings:
+    """`base` (defaults <- file) overlaid with the DNS-SD values; DNS receivers replace the file's.
+
+    `sampling.<speed>` entries merge per speed: a speed the TXT does not mention keeps the file's
+    rate."""
+    changes = dict(result.settings)
+    if "sampling_by_speed" in changes:
+        changes["sampling_by_speed"] = MappingProxyType(
+            {**base.sampling_by_speed, **changes["sampling_by_speed"]})
+    return base.replace("dns", receivers=result.receivers, **changes)
+
+
+def next_delay(result: DnsSdResult | None, failures: int, rng=random) -> float:
+    """Seconds until the next lookup: the answers' TTL after a success, backoff after failures."""
+    if failures:
+        base = min(RETRY_FIRST * 2 ** min(failures - 1, 8), RETRY_MAX)
+    elif result is not None and result.ttl is not None:
+        base = min(max(result.ttl, MIN_REFRESH), MAX_REFRESH)
+    else:
+        base = DEFAULT_REFRESH
+    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def describe(result: DnsSdResult) -> str:
+    """One line for the log: the collectors and settings a result installs."""
+    collectors = ", ".join(map(str, result.receivers)) or "none (sending stops)"
+    settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
+    return f"{result.query} collectors: {collectors}" + (f"; {settings}" if settings else "")
+
+
+# --- background lookups --------------------------------------------------------------------
+
+class DnsSdWatcher:
+    """Runs lookups in one background thread; the agent's loop reads results through a pipe.
+
+    The loop waits for `fileno()` to become readable and then calls `handle_events()`, which
+    returns a new result only when it would change the configuration. Failures are logged
+    (rate-limited) and leave the last good result in force. `clock` is the time source for
+    the status text (`state()`); the schedule itself waits on real time.
+    """
+
+    def __init__(self, settings: Settings, clock=time.time, timeout: float = QUERY_TIMEOUT,
+                 first_delay: float | None = None):
+        self._settings = settings
+        self._clock = clock
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._latest: DnsSdResult | None = None  # last successful lookup (thread side)
+        self._delivered: DnsSdResult | None = None  # last result handed to the loop
+        self._success_at: float | None = None
+        self._error: str | None = None
+        self._error_at: float | None = None
+        self._next_at: float | None = None
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        # a random start in [0, 1) s spreads a fleet that boots together
+        delay = random.uniform(0, 1) if first_delay is None else first_delay
+        self._thread = threading.Thread(target=self._run, args=(delay,), name="dnssd",
+                                        daemon=True)
+        self._thread.start()
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    @property
+    def result(self) -> DnsSdResult | None:
+        """The last good result (kept through failures)."""
+        with self._lock:
+            return self._latest
+
+    def refresh(self) -> None:
+        """Look up now instead of waiting for the schedule (e.g. on SIGHUP)."""
+        self._wake.set()
+
+    def handle_events(self) -> DnsSdResult | None:
+        """Call when fileno() is readable: a result that changes the configuration, or None."""
+        try:
+            while os.read(self._read_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            latest = self._latest
+        if latest is None or latest.same_config(self._delivered):
+            return None
+        self._delivered = latest
+        return latest
+
+    def state(self) -> str:
+        """Short status text: last success, last error, next query."""
+        with self._lock:
+            latest, success_at, error, error_at, next_at = (
+                self._latest, self._success_at, self._error, self._error_at, self._next_at)
+        now = self._clock()
+        where = latest.query if latest else (self._settings.dnssd_domain or "search list")
+        parts = [f"DNS-SD {where}"]
+        if success_at is None:
+            parts.append("no successful lookup yet")
+        else:
+            parts.append(f"last success {now - success_at:.0f} s ago "
+                         f"({len(latest.receivers)} collectors)")
+        if error is not None:
+            parts.append(f"last error {now - error_at:.0f} s ago: {error}")
+        if next_at is not None:
+            parts.append(f"next query in {max(0.0, next_at - now):.0f} s")
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        # a lookup in progress ends within its timeouts; the thread closes the write end itself,
+        # so a late finish can never write into a reused descriptor
+        self._thread.join(timeout=self._timeout)
+        os.close(self._read_fd)
+
+    # thread side
+
+    def _run(self, delay: float) -> None:
+        failures = 0
+        try:
+            while True:
+                with self._lock:
+                    self._next_at = self._clock() + delay
+                self._wake.wait(delay)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    fresh = lookup(self._settings, self._timeout)
+                except DnsSdError as error:
+                    failures += 1
+                    self._failed(error, failures)
+                    delay = next_delay(None, failures)
+                else:
+                    self._succeeded(fresh, failures)
+                    failures = 0
+                    delay = next_delay(fresh, 0)
+        finally:
+            os.close(self._write_fd)
+
+    def _failed(self, error: DnsSdError, failures: int) -> None:
+        with self._lock:
+            repeated = str(error) == self._error
+            self._error, self._error_at = str(error), self._clock()
+        if failures == 1 or not repeated:
+            log.warning("DNS-SD lookup failed, keeping the last good settings: %s", error)
+        elif failures & (failures - 1) == 0:  # 2, 4, 8, ...: rare enough not to flood the log
+            log.warning("DNS-SD lookup failed: %s (repeated %d times)", error, failures)
+
+    def _succeeded(self, fresh: DnsSdResult, failures: int) -> None:
+        if failures:
+            log.info("DNS-SD lookup succeeded after %d failures", failures)
+        with self._lock:
+            changed = not fresh.same_config(self._latest)
+            self._latest, self._success_at = fresh, self._clock()
+        if changed:
+            log.info("DNS-SD %s", describe(fresh))
+            for warning in fresh.warnings:
+                log.warning("DNS-SD %s: %s", fresh.query, warning)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            os.write(self._write_fd, b"!")
+        except (BlockingIOError, BrokenPipeError):
+            pass  # a wake-up is already pending, or the loop has closed its end

@@ -1,0 +1,316 @@
+"""Sampling with iptables: a `statistic --mode random` rule sends 1 in N packets to an NFLOG group.
+
+The kernel logs each sampled packet (its IP packet, truncated to the header bytes, plus the
+input/output ifIndex and, on input, the link-layer header) as a netlink message on a
+NETLINK_NETFILTER socket bound to the group. The rate is 1/probability of the rule, and as
+the kernel does not tell how many packets the rule saw, sample_pool grows by the rate per
+sample (hsflowd's approximation). drops come from gaps in the instance's sequence numbers.
+
+The rule is the administrator's unless `install_rule` is used (hsagent.conf
+`nflog { probability = ... }`); then the sampler owns it and removes it on close.
+
+Parsing is pure (`netlink_messages`, `attributes`, `parse_packet`, `packet_sample`); the
+socket and the iptables calls are thin wrappers around it. psample.py reuses the netlink parsers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import socket
+import struct
+import subprocess
+from typing import Iterator, NamedTuple
+
+from . import flows
+from .afpacket import set_receive_buffer
+from ..sflow.datagram import INTERNAL_INTERFACE
+
+log = logging.getLogger(__name__)
+
+NETLINK_NETFILTER = 12
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLA_TYPE_MASK = 0x3FFF  # without the nested / byte-order flag bits
+
+# linux/netfilter/nfnetlink_log.h
+NFNL_SUBSYS_ULOG = 4
+NFULNL_MSG_PACKET = NFNL_SUBSYS_ULOG << 8 | 0
+NFULNL_MSG_CONFIG = NFNL_SUBSYS_ULOG << 8 | 1
+NFULA_PACKET_HDR, NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV = 1, 4, 5
+NFULA_PAYLOAD, NFULA_SEQ, NFULA_HWTYPE, NFULA_HWHEADER = 9, 12, 15, 16
+NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_NLBUFSIZ, NFULA_CFG_TIMEOUT = 1, 2, 3, 4
+NFULA_CFG_QTHRESH, NFULA_CFG_FLAGS = 5, 6
+NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND, NFULNL_CFG_CMD_PF_BIND = 1, 2, 3
+NFULNL_COPY_PACKET = 2
+NFULNL_CFG_F_SEQ = 0x0001
+ARPHRD_ETHER = 1
+
+# Batching: the kernel sends up to QUEUE_THRESHOLD packets per netlink datagram and flushes
+# a partial batch after FLUSH_TIMEOUT hundredths of a second, well inside sFlow's 1 s hold.
+QUEUE_THRESHOLD, FLUSH_TIMEOUT, KERNEL_BUFFER = 64, 10, 65536
+RECEIVE_SIZE = 2 * KERNEL_BUFFER
+DEFAULT_RCVBUF = 4 << 20
+DEFAULT_BATCH = 1000
+RULE_CHAINS = ("INPUT", "FORWARD")
+RULE_COMMENT = "hsagent sampling"
+
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_NLATTR = struct.Struct("=HH")  # length, type
+_NFGENMSG = struct.Struct(">BBH")  # family, version, resource id (the group)
+_BE32, _BE16 = struct.Struct(">I"), struct.Struct(">H")
+_ERRNO = struct.Struct("=i")
+
+
+# --- netlink framing (shared with psample.py) ------------------------------------------------
+
+def netlink_messages(buf: bytes) -> Iterator[tuple[int, int, memoryview]]:
+    """(type, flags, payload) of each netlink message in one received datagram."""
+    view, off = memoryview(buf), 0
+    while off + _NLMSGHDR.size <= len(buf):
+        length, kind, flags, _, _ = _NLMSGHDR.unpack_from(buf, off)
+        if length < _NLMSGHDR.size or off + length > len(buf):
+            raise ValueError(f"netlink message at {off} claims {length} bytes of {len(buf) - off}")
+        yield kind, flags, view[off + _NLMSGHDR.size:off + length]
+        off += (length + 3) & ~3
+
+
+def attributes(buf, off: int = 0) -> dict[int, memoryview]:
+    """Netlink attributes from `off` to the end of `buf`, by type (flag bits removed)."""
+    view, found = memoryview(buf), {}
+    while off + _NLATTR.size <= len(view):
+        length, kind = _NLATTR.unpack_from(view, off)
+        if length < _NLATTR.size or off + length > len(view):
+            raise ValueError(f"netlink attribute at {off} claims {length} bytes of {len(view) - off}")
+        found[kind & NLA_TYPE_MASK] = view[off + _NLATTR.size:off + length]
+        off += (length + 3) & ~3
+    return found
+
+
+def attribute(kind: int, value: bytes) -> bytes:
+    return _NLATTR.pack(_NLATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def netlink_error(payload) -> int:
+    """The errno of an NLMSG_ERROR message (0: an acknowledgement)."""
+    return -_ERRNO.unpack_from(payload)[0]
+
+
+# --- NFLOG messages ---------------------------------------------------------------------------
+
+class NflogPacket(NamedTuple):
+    indev: int  # ifIndex, 0 when the hook has none (OUTPUT, POSTROUTING)
+    outdev: int  # ifIndex, 0 on INPUT and PREROUTING
+    payload: bytes  # from the IP header on, truncated to the copy range
+    hwheader: bytes  # the Ethernet header of a received frame, else b""
+    seq: int | None  # instance-local sequence number
+
+
+def config_message(group: int, family: int, attrs: bytes, seq: int = 0) -> bytes:
+    body = _NFGENMSG.pack(family, 0, group) + attrs
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG,
+                          NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def bind_messages(group: int, copy_range: int) -> list[bytes]:
+    """Requests that bind the group to this socket and ask for packets with sequence numbers."""
+    pf_bind = attribute(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_PF_BIND]))
+    return [
+        # PF_BIND is a no-op since Linux 3.17 and needed before it
+        config_message(0, socket.AF_INET, pf_bind, 1),
+        config_message(0, socket.AF_INET6, pf_bind, 2),
+        config_message(group, socket.AF_UNSPEC, b"".join((
+            attribute(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])),
+            attribute(NFULA_CFG_MODE, _BE32.pack(copy_range) + bytes([NFULNL_COPY_PACKET, 0])),
+            attribute(NFULA_CFG_NLBUFSIZ, _BE32.pack(KERNEL_BUFFER)),
+            attribute(NFULA_CFG_QTHRESH, _BE32.pack(QUEUE_THRESHOLD)),
+            attribute(NFULA_CFG_TIMEOUT, _BE32.pack(FLUSH_TIMEOUT)),
+            attribute(NFULA_CFG_FLAGS, _BE16.pack(NFULNL_CFG_F_SEQ)),
+        )), 3),
+    ]
+
+
+def parse_packet(payload) -> NflogPacket:
+    """One NFULNL_MSG_PACKET message body (after the netlink header)."""
+    attrs = attributes(payload, _NFGENMSG.size)
+
+    def be32(kind):
+        value = attrs.get(kind)
+        return _BE32.unpack(value)[0] if value is not None and len(value) == 4 else None
+
+    hwheader = b""
+    hwtype = attrs.get(NFULA_HWTYPE)
+    if hwtype is not None and _BE16.unpack(hwtype[:2])[0] == ARPHRD_ETHER:
+        hwheader = bytes(attrs.get(NFULA_HWHEADER, b""))
+    return NflogPacket(be32(NFULA_IFINDEX_INDEV) or 0, be32(NFULA_IFINDEX_OUTDEV) or 0,
+                       bytes(attrs.get(NFULA_PAYLOAD, b"")), hwheader, be32(NFULA_SEQ))
+
+
+def packet_header(packet: NflogPacket, header_bytes: int):
+    """The sampled_header record: Ethernet when the kernel gave us a plain Ethernet header."""
+    length = flows.ip_length(packet.payload)
+    if length is None:
+        return None
+    if len(packet.hwheader) == flows.ETHERNET_HEADER_BYTES:
+        return flows.ethernet_header(packet.hwheader + packet.payload,
+                                     flows.ETHERNET_HEADER_BYTES + length, header_bytes)
+    return flows.ip_header(packet.payload, header_bytes)
+
+
+def packet_sample(packet: NflogPacket, rate: int, pool: int, drops: int, header_bytes: int):
+    """The flow sample of a logged packet, on the data source of the interface it used."""
+    header = packet_header(packet, header_bytes)
+    if header is None:
+        return None
+    source = flows.ifindex_interface(packet.indev) if packet.indev else INTERNAL_INTERFACE
+    destination = flows.ifindex_interface(packet.outdev) if packet.outdev else INTERNAL_INTERFACE
+    return flows.flow_sample(packet.indev or packet.outdev, rate, pool, drops, source,
+                             destination, header)
+
+
+def decode_samples(buf: bytes, counts: flows.SampleCounts, rate: int, header_bytes: int) -> list:
+    """Flow samples of the packets in one datagram received from the NFLOG socket."""
+    samples = []
+    for kind, _, payload in netlink_messages(buf):
+        if kind != NFULNL_MSG_PACKET:
+            continue
+        packet = parse_packet(payload)
+        pool, drops = counts.count(packet.indev or packet.outdev, rate, packet.seq)
+        sample = packet_sample(packet, rate, pool, drops, header_bytes)
+        if sample is not None:
+            samples.append(sample)
+    return samples
+
+
+# --- the iptables rule ------------------------------------------------------------------------
+
+def rule_args(chain: str, probability: float, group: int) -> list[str]:
+    return [chain, "-m", "statistic", "--mode", "random", "--probability", f"{probability:.10g}",
+            "-m", "comment", "--comment", RULE_COMMENT, "-j", "NFLOG", "--nflog-group", str(group)]
+
+
+def _rule_tools() -> list[str]:
+    return [tool for tool in ("iptables", "ip6tables") if shutil.which(tool)]
+
+
+def _iptables(tool: str, action: str, args: list[str], check: bool = True) -> bool:
+    done = subprocess.run([tool, "-w", action, *args], capture_output=True, text=True)
+    if check and done.returncode:
+        raise OSError(f"{tool} {action} {' '.join(args)}: {done.stderr.strip()}")
+    return done.returncode == 0
+
+
+def install_rules(probability: float, group: int) -> None:
+    """Insert the sampling rule in INPUT and FORWARD for IPv4 and IPv6, unless already there."""
+    for tool in _rule_tools():
+        for chain in RULE_CHAINS:
+            args = rule_args(chain, probability, group)
+            if not _iptables(tool, "-C", args, check=False):
+                _iptables(tool, "-I", args)
+
+
+def remove_rules(probability: float, group: int) -> None:
+    for tool in _rule_tools():
+        for chain in RULE_CHAINS:
+            args = rule_args(chain, probability, group)
+            while _iptables(tool, "-C", args, check=False):
+                _iptables(tool, "-D", args)
+
+
+# --- the sampler ------------------------------------------------------------------------------
+
+class NflogSampler:
+    """Flow samples from NFLOG group `group`, logged by a rule sampling 1 in `rate` packets."""
+
+    def __init__(self, group: int, rate: int, header_bytes: int = 128,
+                 rcvbuf: int = DEFAULT_RCVBUF, batch: int = DEFAULT_BATCH):
+        self.group = group
+        self.rate = rate
+        self.header_bytes = header_bytes
+        self.batch = batch
+        self.counts = flows.SampleCounts()
+        self.owns_rule = False  # True: we installed the iptables rule and remove it on close
+        self.probability: float | None = None  # of our rule while it is installed
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        try:
+            set_receive_buffer(self._sock, rcvbuf)
+            self._sock.bind((0, 0))
+            self._sock.settimeout(2.0)
+            for request in bind_messages(group, header_bytes):
+                self._request(request)
+            self._sock.setblocking(False)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings) -> "NflogSampler":
+        """hsagent.conf `nflog {}`: with a probability we install the rule, else the admin did
+        and the rate is the configured `sampling`."""
+        nflog = settings.nflog
+        if nflog.probability is None:
+            return cls(nflog.group, settings.sampling, settings.header_bytes)
+        sampler = cls(nflog.group, round(1 / nflog.probability), settings.header_bytes)
+        try:
+            sampler.install_rule(nflog.probability)
+        except BaseException:
+            sampler.close()
+            raise
+        return sampler
+
+    def _request(self, message: bytes) -> None:
+        self._sock.send(message)
+        for kind, _, payload in netlink_messages(self._sock.recv(RECEIVE_SIZE)):
+            if kind == NLMSG_ERROR and netlink_error(payload):
+                code = netlink_error(payload)
+                raise OSError(code, f"NFLOG group {self.group}: {os.strerror(code)}")
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    @property
+    def drops(self) -> int:
+        return self.counts.drops
+
+    def install_rule(self, probability: float) -> None:
+        """Sample with our own iptables rule from now on (removed again by close)."""
+        install_rules(probability, self.group)
+        self.owns_rule, self.probability = True, probability
+
+    def remove_rule(self) -> None:
+        if self.probability is not None:
+            remove_rules(self.probability, self.group)
+        self.owns_rule, self.probability = False, None
+
+    def set_rate(self, rate: int) -> None:
+        """With our own rule: the new rule goes in before the old one leaves, so no gap.
+        Rate 0 removes it (sampling off) until a later rate puts it back."""
+        if self.owns_rule:
+            old, self.probability = self.probability, 1 / rate if rate else None
+            if self.probability is not None:
+                install_rules(self.probability, self.group)
+            if old is not None and old != self.probability:
+                remove_rules(old, self.group)
+        self.rate = rate
+
+    def read(self) -> list:
+        samples = []
+        while len(samples) < self.batch:
+            try:
+                buf = self._sock.recv(RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                continue  # the kernel overran our buffer: the sequence gap counts the loss
+            samples += decode_samples(buf, self.counts, self.rate, self.header_bytes)
+        return samples
+
+    def close(self) -> None:
+        try:
+            self.remove_rule()
+        finally:
+            self._sock.close()
