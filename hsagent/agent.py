@@ -22,12 +22,13 @@ from . import agent_address, collectors
 from .logs import Throttle
 from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
 from .sflow.datagram import DatagramBuilder
+from .status import write as write_status
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds: samples are never held longer than this
-HOUSEKEEPING_INTERVAL = 60.0  # seconds between checks that the agent address is still valid
+HOUSEKEEPING_INTERVAL = 30.0  # seconds between agent-address checks and status updates
 
 
 @dataclass
@@ -40,14 +41,20 @@ class Stats:
 
 class Agent:
     def __init__(self, settings: Settings, *, reload_config=None, on_datagram=None,
-                 auto_file: str | None = DEFAULT_AUTO_FILE, clock=time.monotonic,
-                 rng: random.Random | None = None):
+                 auto_file: str | None = DEFAULT_AUTO_FILE, status_file: str | None = None,
+                 clock=time.monotonic, rng: random.Random | None = None):
         """`reload_config()` returns fresh Settings from the config file (SIGHUP), raising on
         a bad file; `on_datagram(bytes)` sees every datagram sent (--print); `auto_file` is
-        where the settings in force are written (None: nowhere)."""
+        where the settings in force are written, `status_file` where self-telemetry goes
+        (None: nowhere)."""
         self.auto_file = auto_file
+        self.status_file = status_file
+        self._started = time.time()
         self.file_settings = settings  # defaults <- config file; DNS-SD overlays this
-        self.settings: Settings | None = None
+        self.settings: Settings | None = None  # what is in force
+        self._dnssd = None  # the DNS-SD watcher, while DNSSD is on
+        self._dnssd_key = None  # (domain, server, port) the watcher was built for
+        self.dns_result = None  # the last good DNS-SD answer
         self._reload_config = reload_config
         self._on_datagram = on_datagram
         self._clock = clock
@@ -67,6 +74,58 @@ class Agent:
         self.stats = Stats()
 
     # --- settings ------------------------------------------------------------------------
+
+    def configure(self, file_settings: Settings) -> None:
+        """Settings from the config file (at start and on SIGHUP); DNS-SD overlays them."""
+        self.file_settings = file_settings
+        self._configure_dnssd(file_settings)
+        self.apply(self._effective())
+
+    def _effective(self) -> Settings:
+        if self._dnssd_key is not None and self.dns_result is not None:
+            from .config import dnssd
+
+            return dnssd.apply(self.file_settings, self.dns_result)
+        return self.file_settings
+
+    def _configure_dnssd(self, settings: Settings) -> None:
+        key = (settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) if settings.dnssd else None
+        if key == self._dnssd_key:
+            if self._dnssd is not None:
+                self._dnssd.refresh()  # SIGHUP also means "look again now"
+            return
+        if self._dnssd is not None:
+            self._selector.unregister(self._dnssd.fileno())
+            self._dnssd.close()
+            self._dnssd = self.dns_result = None
+        self._dnssd_key = key
+        if key is not None:
+            from .config import dnssd  # dnspython is loaded only when DNS-SD is on
+
+            self._dnssd = dnssd.DnsSdWatcher(settings)
+            self._selector.register(self._dnssd.fileno(), selectors.EVENT_READ, self._on_dnssd)
+
+    def _on_dnssd(self) -> None:
+        result = self._dnssd.handle_events()
+        if result is not None:
+            from .config import dnssd
+
+            log.info("DNS-SD: %s", dnssd.describe(result))
+            self.dns_result = result
+            self.apply(self._effective())
+
+    def lookup_dnssd_now(self) -> None:
+        """One blocking DNS-SD lookup (hsagent --once cannot wait for the watcher)."""
+        if self._dnssd_key is None:
+            return
+        from .config import dnssd
+
+        try:
+            self.dns_result = dnssd.lookup(self.file_settings)
+        except dnssd.DnsSdError as err:
+            log.warning("DNS-SD: %s; using the config file's settings", err)
+            return
+        self.apply(self._effective())
 
     def apply(self, settings: Settings) -> None:
         """Put new settings in force without a restart; unchanged parts are left alone."""
@@ -133,16 +192,31 @@ class Agent:
         text = auto_file_text(self.settings, self.agent_ip, self.agent_device)
         if text == self._auto_text or not self.auto_file:
             return
-        path = self.auto_file
-        tmp = f"{path}.tmp"
         try:
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)  # atomic: readers see the old file or the new one
+            _replace_file(self.auto_file, text)
         except OSError as err:
-            self._throttle(logging.WARNING, "auto", "cannot write %s: %s", path, err)
+            self._throttle(logging.WARNING, "auto", "cannot write %s: %s", self.auto_file, err)
             return
         self._auto_text = text
+
+    def status(self) -> dict:
+        return {
+            "pid": os.getpid(), "written": time.time(), "started": self._started,
+            "agent_address": self.agent_ip, "collectors": [str(r) for r in self.settings.receivers],
+            "datagrams_sent": self.transport.datagrams_sent, "send_errors": self.transport.send_errors,
+            "samples": self.stats.samples, "polls": self.stats.polls, "slow_polls": self.stats.slow_polls,
+            "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,
+            "data_sources": {name: len(due) for name, due in self._due.items()},
+            "dnssd": self._dnssd.state() if self._dnssd is not None else "off",
+        }
+
+    def _write_status(self) -> None:
+        if self.status_file is None:
+            return
+        try:
+            write_status(self.status_file, self.status())
+        except OSError as err:
+            self._throttle(logging.WARNING, "status", "cannot write %s: %s", self.status_file, err)
 
     # --- polling -------------------------------------------------------------------------
 
@@ -246,19 +320,17 @@ class Agent:
 
     def _run_callback(self, callback) -> None:
         try:
-            result = callback()
+            callback()
         except Exception as err:
             self._throttle(logging.ERROR, f"event:{callback}", "event handling failed: %s", err)
             log.debug("event handling failure", exc_info=True)
-            return
-        if isinstance(result, Settings):  # an event source produced new settings (DNS-SD)
-            self.apply(result)
 
     def _tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self._choose_agent_address()
             self._write_auto_file()
+            self._write_status()
         self.poll_due(now)
         self.flush()
 
@@ -272,14 +344,30 @@ class Agent:
             log.error("keeping the running settings: %s", err)
             return
         log.info("configuration reloaded")
-        self.file_settings = settings
-        self.apply(settings)
+        self.configure(settings)
 
     def stop(self) -> None:
         self._stopping = True
 
     def close(self) -> None:
+        self._configure_dnssd(Settings(dnssd=False))
         for name in list(self.collectors):
             self._remove_collector(name)
         self.transport.close()
         self._selector.close()
+
+
+def _replace_file(path: str, text: str) -> None:
+    """Atomically where the directory allows it; in place where only the file is writable
+    (an unprivileged agent under ProtectSystem=strict may write /etc/hsagent.auto, not /etc)."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+    except OSError:
+        if not os.path.exists(path):
+            raise
+        with open(path, "w") as f:
+            f.write(text)
+        return
+    os.replace(tmp, path)

@@ -28,6 +28,10 @@ import logging
 import socket
 from typing import Iterable, NamedTuple
 
+# Imported up front, not when first needed: the agent may have dropped root by then and no
+# longer be able to read the library's files.
+from pyroute2 import IPRoute
+
 log = logging.getLogger(__name__)
 
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
@@ -102,8 +106,6 @@ def select(candidates: Iterable[Candidate], settings,
 
 def local_candidates() -> list[Candidate]:
     """Every usable local address, from one address dump and one default-route dump per family."""
-    from pyroute2 import IPRoute  # imported here: only start-up and address changes need it
-
     names = dict(socket.if_nameindex())
     with IPRoute() as ipr:
         routed = set()

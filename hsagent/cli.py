@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
-from .settings import DEFAULT_AUTO_FILE, DEFAULT_CONFIG_FILE
+from .settings import DEFAULT_AUTO_FILE, DEFAULT_CONFIG_FILE, DEFAULT_RUNTIME_DIR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,10 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
     p.add_argument("--auto-file", default=DEFAULT_AUTO_FILE, metavar="FILE",
                    help=f"where to write the settings in force (default {DEFAULT_AUTO_FILE})")
+    p.add_argument("--runtime-dir", default=DEFAULT_RUNTIME_DIR, metavar="DIR",
+                   help=f"where the running agent keeps its status file (default {DEFAULT_RUNTIME_DIR})")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     check = sub.add_parser("check", help="validate the configuration and print the settings in force")
     check.add_argument("-c", "--config", dest="sub_config", metavar="FILE")
+
+    discover = sub.add_parser("discover", help="show what DNS-SD yields right now")
+    discover.add_argument("-c", "--config", dest="sub_config", metavar="FILE")
 
     decode = sub.add_parser("decode", help="decode sFlow datagrams from UDP or a pcap file")
     source = decode.add_mutually_exclusive_group()
@@ -37,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="address to listen on (default all, IPv4 and IPv6)")
     decode.add_argument("--json", action="store_true", help="one JSON object per datagram")
     decode.add_argument("--count", type=int, metavar="N", help="stop after N datagrams")
+
+    status = sub.add_parser("status", help="show what the running agent has sent and its state")
+    status.add_argument("--runtime-dir", dest="sub_runtime_dir", metavar="DIR")
     return p
 
 
@@ -54,11 +63,44 @@ def _load(path: str):
     return settings
 
 
+def _with_dnssd(settings, verbose: bool):
+    """The file's settings overlaid with what DNS-SD says now (when DNSSD is on)."""
+    if not settings.dnssd:
+        return settings
+    from .config import dnssd
+
+    try:
+        result = dnssd.lookup(settings)
+    except dnssd.DnsSdError as err:
+        print(f"DNS-SD: {err} (the agent would use the file's settings until DNS answers)")
+        return settings
+    if verbose:
+        print(f"query: {result.query} (SRV and TXT)")
+        print("answers:" if result.answers else "answers: none")
+        for line in result.answers:
+            print(f"  {line}")
+        print(f"smallest TTL: {result.ttl if result.ttl is not None else '-'}")
+    for warning in result.warnings:
+        print(f"DNS-SD warning: {warning}")
+    return dnssd.apply(settings, result)
+
+
 def _check(args) -> int:
     from .settings_report import report
 
-    settings = _load(args.sub_config or args.config)
+    settings = _with_dnssd(_load(args.sub_config or args.config), verbose=False)
     print(report(settings))
+    return 0
+
+
+def _discover(args) -> int:
+    from .settings_report import report
+
+    settings = _load(args.sub_config or args.config)
+    if not settings.dnssd:
+        print("DNSSD is off in the configuration; looking up anyway")
+        settings = settings.replace("file", dnssd=True)
+    print("resulting settings:\n" + report(_with_dnssd(settings, verbose=True)))
     return 0
 
 
@@ -67,6 +109,28 @@ def _print_datagram(data: bytes) -> None:
     from .sflow.text import datagram_lines
 
     print("\n".join(datagram_lines(decode_datagram(data), len(data))), flush=True)
+
+
+def _status(args) -> int:
+    from .status import show
+
+    return show(args.sub_runtime_dir or args.runtime_dir)
+
+
+def _drop_privileges(settings, args) -> None:
+    """As root: become the configured user (default hsagent, else nobody) or refuse to run."""
+    from . import privileges
+
+    try:
+        account = privileges.target_user(settings.user)
+        if account is None:
+            return
+        privileges.prepare_paths(account, files=[args.auto_file] if args.auto_file else [],
+                                 directories=[args.runtime_dir])
+        privileges.drop_to(account, extra_groups=["docker"] if settings.docker else [])
+    except (privileges.PrivilegeError, OSError) as err:
+        print(f"hsagent: refusing to run: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _run(args) -> int:
@@ -83,10 +147,15 @@ def _run(args) -> int:
         daemon.write_pidfile(args.pidfile)
     agent = Agent(settings, reload_config=lambda: conffile.load(args.config)[0],
                   on_datagram=_print_datagram if args.print_datagrams else None,
-                  auto_file=args.auto_file)
+                  auto_file=args.auto_file,
+                  status_file=None if args.once else os.path.join(args.runtime_dir, "status"))
     try:
-        agent.apply(settings)
+        agent.configure(settings)  # as root: raw sockets open, modules load, product UUID is readable
+        # setuid applies to every thread and clears the capabilities of all but this one,
+        # which keeps exactly what sampling needs
+        _drop_privileges(settings, args)
         if args.once:
+            agent.lookup_dnssd_now()
             agent.run_once()
             return 0
         daemon.notify("READY=1")
@@ -104,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         return decode.main(args)
     if args.command == "check":
         return _check(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "discover":
+        return _discover(args)
     return _run(args)
 
 

@@ -94,9 +94,17 @@ def _listen(bind: str, port: int, count: int | None, as_json: bool) -> int:
         while count is None or received < count:
             payload, peer = sock.recvfrom(MAX_DATAGRAM)
             received += 1
-            source_ip = address_text(ipaddress.ip_address(peer[0].split("%")[0]))
+            source_ip = _peer_text(peer[0])
             _emit(payload, f"{source_ip}:{peer[1]}", source_ip, as_json)
     return 0
+
+
+def _peer_text(host: str) -> str:
+    """The UDP peer as sflowtool prints it; IPv4 senders to a dual-stack socket stay IPv4."""
+    address = ipaddress.ip_address(host.split("%")[0])
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address_text(address)
 
 
 def _on_sigterm(signum, frame):

@@ -1,15 +1,14 @@
 """Raw rtnetlink for the interface collector: link dumps, link events and 64-bit link stats.
 
-Why not pyroute2 here: it turns every message into a dict tree, which costs ~0.5 s for a link
-dump of 1,000 interfaces; the two messages we need are small and fixed, so `struct` reads them
-in ~2 ms. Layouts are the kernel's (include/uapi/linux/{netlink,rtnetlink,if_link}.h), in host
+Why not pyroute2 here: it turns every message into a tree of dicts. Measured on 1,000 veths,
+its link dump costs ~0.5 s of CPU; with `struct` the same dump takes ~30 ms and the RTM_GETSTATS
+dump a poll needs ~2 ms, since the messages are small and fixed. Layouts are the kernel's (include/uapi/linux/{netlink,rtnetlink,if_link}.h), in host
 byte order. The socket functions are thin I/O; `messages`, `attributes`, `parse_link` and
 `parse_stats` are pure and take bytes, so tests feed them hand-built messages too.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
@@ -17,7 +16,7 @@ from typing import Iterator, NamedTuple
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP = 0x1, 0x2, 0x300
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWSTATS, RTM_GETSTATS = 92, 94
 RTMGRP_LINK = 0x1  # multicast group bit of RTNLGRP_LINK
@@ -124,7 +123,9 @@ def parse_stats(body) -> tuple[int, LinkStats] | None:
         length, atype = NLATTR.unpack_from(body, off)
         if length < NLATTR.size:
             return None
-        if atype & ATTR_TYPE_MASK == IFLA_STATS_LINK_64 and length >= NLATTR.size + LINK_STATS64.size:
+        if atype & ATTR_TYPE_MASK == IFLA_STATS_LINK_64:
+            if length < NLATTR.size + LINK_STATS64.size:
+                return None
             return index, LinkStats._make(LINK_STATS64.unpack_from(body, off + NLATTR.size))
         off += (length + 3) & ~3
     return None
@@ -219,7 +220,3 @@ def pending_link_events(sock: socket.socket) -> Iterator[tuple[int, Link]]:
                 link = parse_link(body)
                 if link is not None:
                     yield mtype, link
-
-
-def is_overrun(error: OSError) -> bool:
-    return error.errno == errno.ENOBUFS

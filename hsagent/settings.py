@@ -22,6 +22,7 @@ DEFAULT_BPS_RATIO = 1_000_000  # sampling 1-in-(link speed / this) when no rate 
 MIN_SPEED_RATE = 100  # floor of the speed rule
 DEFAULT_CONFIG_FILE = "/etc/hsagent.conf"
 DEFAULT_AUTO_FILE = "/etc/hsagent.auto"
+DEFAULT_RUNTIME_DIR = "/run/hsagent"
 
 # Range checks shared by the config file and DNS-SD: name -> (min, max)
 LIMITS = {
@@ -31,6 +32,9 @@ LIMITS = {
     "datagramBytes": (200, 8192),
     "udpport": (1, 65535),
     "sampling.bps_ratio": (0, 2**31 - 1),
+    "subAgentId": (0, 199_999),  # hsflowd's HSP_MAX_SUBAGENTID
+    "nflog.group": (0, 65535),  # the kernel's NFLOG group is 16 bits
+    "psample.group": (1, 2**32 - 1),
 }
 
 

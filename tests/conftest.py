@@ -99,8 +99,9 @@ def write_config(path, body: str) -> str:
 def config(tmp_path):
     """config(body, receivers...) -> path of an hsagent.conf with DNSSD off."""
 
-    def make(*receivers, body: str = "", name: str = "hsagent.conf") -> str:
-        lines = ["  DNSSD = off"]
+    def make(*receivers, body: str = "", name: str = "hsagent.conf", user: str = "root") -> str:
+        # user = root: the test's files live in root-only temporary directories
+        lines = ["  DNSSD = off", f"  user = {user}"]
         lines += [f"  collector {{ ip = {r.host} udpport = {r.port} }}" for r in receivers]
         lines.append(body)
         return write_config(tmp_path / name, "\n".join(lines))

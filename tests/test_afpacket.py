@@ -73,7 +73,7 @@ def run_in_netns(ns, func, *args, timeout=55):
             "r = f(*pickle.loads(sys.stdin.buffer.read())); sys.stdout.buffer.write(pickle.dumps(r))")
     done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, str(HERE),
                            str(HERE.parent), func.__module__, func.__name__],
-                          input=pickle.dumps(args), capture_output=True, timeout=timeout)
+                          input=pickle.dumps(args), capture_output=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr.decode()
     return pickle.loads(done.stdout)
 
@@ -148,7 +148,7 @@ def overload(count):
     samples = read_while(sampler, sender)
     passed, drops = sampler.passed, sampler.drops
     sampler.close()
-    return samples, passed, drops
+    return to_datagrams(samples), passed, drops
 
 
 def change_rate():
@@ -186,9 +186,11 @@ def test_one_in_100_of_200000_packets(veth, tmp_path):
     assert within_4_sd(len(samples), seen, 100), (len(samples), seen)
     # the kernel passed Python only the sampled packets, and we lost none of them
     assert drops == 0 and passed == len(samples)
-    # sample_pool is the interface's packet counter since the sampler started
+    # sample_pool is the interface's packet counter since the sampler started, read when the
+    # sample was: the last one lags the final count only by the packets sent after it (the
+    # odds of 1,000 unsampled packets in a row at 1 in 100 are e^-10)
     pools = [s.sample_pool for s in samples]
-    assert pools == sorted(pools) and pools[-1] == seen
+    assert pools == sorted(pools) and 0 <= seen - pools[-1] < 1_000
     # sent by this host: from "internal" out of the sampled interface
     assert {(s.ds_index, s.input.value, s.output.value, s.sampling_rate, s.drops)
             for s in samples} == {(ifindex, IF_INTERNAL, ifindex, 100, 0)}
@@ -210,6 +212,7 @@ def test_one_in_100_of_200000_packets(veth, tmp_path):
     out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-E", "separator=;",
                           "-e", "ip.src", "-e", "udp.dstport", "-e", "sflow_245.header_protocol"],
                          capture_output=True, text=True, check=True).stdout
+    assert len(out.splitlines()) == 3
     for line in out.splitlines():
         sources, ports, protocols = line.split(";")
         assert SRC in sources.split(",")  # the sampled packet, inside the sFlow header

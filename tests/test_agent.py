@@ -24,8 +24,14 @@ def run_once(conf, tmp_path, *extra, ns=None, timeout=60):
 
 
 def start_agent(conf, tmp_path, *extra):
-    return subprocess.Popen([*HSAGENT, "-f", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"),
-                             *extra], stderr=subprocess.PIPE, text=True)
+    """hsagent in the foreground; its log goes to tmp_path/agent.log (see agent_log)."""
+    with open(tmp_path / "agent.log", "w") as log:
+        return subprocess.Popen([*HSAGENT, "-f", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"),
+                                 "--runtime-dir", str(tmp_path), *extra], stderr=log)
+
+
+def agent_log(tmp_path) -> str:
+    return (tmp_path / "agent.log").read_text()
 
 
 def stop(proc, timeout=5):
@@ -143,7 +149,8 @@ def veth_namespace(netns, pairs):
 
 def ns_conf(tmp_path, port, body=""):
     path = tmp_path / "ns.conf"
-    path.write_text(f"sflow {{\n DNSSD = off\n collector {{ ip = 127.0.0.1 udpport = {port} }}\n{body}\n}}\n")
+    path.write_text(f"sflow {{\n DNSSD = off\n user = root\n"
+                    f" collector {{ ip = 127.0.0.1 udpport = {port} }}\n{body}\n}}\n")
     return str(path)
 
 
@@ -232,7 +239,7 @@ def test_sighup_reloads_and_keeps_running_settings_when_the_file_is_bad(receiver
     finally:
         other.close()
         stop(agent)
-    assert "keeping the running settings" in agent.stderr.read()
+    assert "keeping the running settings" in agent_log(tmp_path)
 
 
 def test_auto_file_shows_the_settings_in_force(receiver, config, tmp_path):

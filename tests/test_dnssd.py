@@ -51,6 +51,14 @@ def wait_until(predicate, timeout: float):
         time.sleep(0.05)
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: named is not our child to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 class Named:
     """One named serving a copy of the test zone; the copy can be edited and reloaded."""
 
@@ -75,7 +83,7 @@ class Named:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        if not wait_until(lambda: not Path(f"/proc/{pid}").exists(), 5):
+        if not wait_until(lambda: gone(pid), 5):
             os.kill(pid, signal.SIGKILL)
 
     def edit(self, old: str, new: str) -> None:
@@ -141,7 +149,8 @@ def test_lookup_gives_receiver_and_settings(named):
     assert "collector1.hsn.test. 300 IN A 127.0.0.1" in result.answers
 
 
-@pytest.mark.parametrize("domain", ["two.hsn.test", "v6.hsn.test", "odd.hsn.test", "ttl15.hsn.test"])
+@pytest.mark.parametrize("domain", ["two.hsn.test", "v6.hsn.test", "odd.hsn.test",
+                                    "ttl15.hsn.test"])
 def test_receivers_match_what_dig_says(named, domain):
     """Each SRV target's lowest IPv4 address (else IPv6) and port, as dig resolves them."""
     expected = set()
@@ -247,7 +256,8 @@ def test_search_list_tried_in_order(named, tmp_path):
         return dnssd.lookup(settings, timeout=TIMEOUT, resolv_conf=str(resolv_conf))
 
     # NXDOMAIN and REFUSED before a domain with SRV records: that one answers
-    assert lookup_with("search nothing.hsn.test example.org hsn.test").query == "_sflow._udp.hsn.test."
+    found = lookup_with("search nothing.hsn.test example.org hsn.test")
+    assert found.query == "_sflow._udp.hsn.test."
     # none has SRV records but one exists: no collectors
     assert lookup_with("search nothing.hsn.test txtonly.hsn.test").receivers == ()
     with pytest.raises(DnsSdError, match="NXDOMAIN"):
@@ -298,7 +308,7 @@ def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
         first = watcher.handle_events()
         assert first.receivers == (Receiver("127.0.0.1", 6343),)
         now[0] += 30
-        assert "last success 30 s ago (1 collectors)" in watcher.state()
+        assert "last success 30 s ago (collectors: 1)" in watcher.state()
         # TTL 300 s +-10 %, less the 30 s just passed
         assert 235 <= int(re.search(r"next query in (\d+) s", watcher.state())[1]) <= 301
 
@@ -324,7 +334,8 @@ def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
         assert watcher.result.same_config(first)
         assert "last error 0 s ago: _sflow._udp.hsn.test. SRV: no answer" in watcher.state()
 
-        own_named.edit("SRV 0 0 6343 collector1", "SRV 0 0 6343 collector2")
+        own_named.edit("_sflow._udp 300 IN SRV 0 0 6343 collector1",
+                       "_sflow._udp 300 IN SRV 0 0 6343 collector2")
         own_named.start()
         watcher.refresh()
         assert wait_readable(watcher.fileno(), 5)

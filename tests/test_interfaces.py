@@ -341,6 +341,7 @@ def test_hundreds_of_interfaces_in_one_poll(netns, start_worker):
 def test_lost_link_events_are_recovered_by_a_dump(netns, start_worker):
     ns = make_ns(netns)
     worker = start_worker(ns, event_buffer=4096)  # far too small for the burst below
+    assert worker.poll() == {}  # the collector is up before the burst
     add_veth_pairs(ns, 0, 100)
     readable, sources = worker.wait()
     expected = {e["ifindex"] for name, e in links(ns).items() if name != "lo"}

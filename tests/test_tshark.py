@@ -107,7 +107,8 @@ def test_tshark_dissects_cleanly(capture):
     run = subprocess.run(["tshark", "-r", str(path), "-V"], capture_output=True, text=True,
                          timeout=60, check=True)
     assert run.stdout.count("sFlow") >= 3
-    for bad in ("Malformed", "Expert Info (Error", "Unknown sample format", "Unknown (", "[Dissector bug"):
+    for bad in ("Malformed", "Expert Info (Error", "Unknown sample format", "Unknown (",
+                "[Dissector bug"):
         assert bad not in run.stdout
 
 

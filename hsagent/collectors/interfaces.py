@@ -9,6 +9,7 @@ appears, is renamed or changes state, never per poll.
 
 from __future__ import annotations
 
+import errno
 import logging
 from types import MappingProxyType
 from typing import NamedTuple
@@ -98,18 +99,17 @@ def needs_sysfs(old: Link | None, new: Link) -> bool:
 
 # --- I/O -----------------------------------------------------------------------------------
 
-def read_sysfs(name: str, attribute: str, root: str = SYSFS_NET) -> str | None:
+def read_sysfs(name: str, attribute: str) -> str | None:
     """One /sys/class/net attribute; None when unreadable (speed of a down veth: EINVAL)."""
     try:
-        with open(f"{root}/{name}/{attribute}") as f:
+        with open(f"{SYSFS_NET}/{name}/{attribute}") as f:
             return f.read()
     except OSError:
         return None
 
 
 class Collector:
-    def __init__(self, settings, sysfs_root: str = SYSFS_NET):
-        self._sysfs_root = sysfs_root
+    def __init__(self, settings):
         self._ports: dict[int, Port] = {}
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
         self._events = netlink.open_socket(groups=netlink.RTMGRP_LINK)
@@ -140,7 +140,7 @@ class Collector:
                 else:
                     self._update(link)
         except OSError as e:
-            if not netlink.is_overrun(e):
+            if e.errno != errno.ENOBUFS:
                 raise
             log.info("link events overran the socket buffer: re-reading all links")
             self._resync()
@@ -161,8 +161,8 @@ class Collector:
             return
         self._ports[link.index] = Port(
             link,
-            speed_bps(read_sysfs(link.name, "speed", self._sysfs_root)),
-            direction(read_sysfs(link.name, "duplex", self._sysfs_root)),
+            speed_bps(read_sysfs(link.name, "speed")),
+            direction(read_sysfs(link.name, "duplex")),
         )
 
     # --- the Collector shape -----------------------------------------------------------

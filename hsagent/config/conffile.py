@@ -45,13 +45,6 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------- values
 
 # Ranges of keys only the file has (settings.LIMITS holds the ones DNS-SD shares).
-FILE_LIMITS = {
-    "subAgentId": (0, 199_999),  # hsflowd's HSP_MAX_SUBAGENTID
-    "nflog.group": (0, 65535),  # the kernel's NFLOG group is 16 bits
-    "psample.group": (1, 2**32 - 1),
-}
-
-
 def integer(text: str) -> int:
     """A whole number; like hsflowd, a K/M/G/T suffix multiplies (10K = 10000)."""
     if text.isascii() and text.isdigit():
@@ -64,13 +57,7 @@ def integer(text: str) -> int:
 
 def ranged(name: str) -> Callable[[str], int]:
     def convert(text: str) -> int:
-        value = integer(text)
-        if name not in FILE_LIMITS:
-            return check_range(name, value)
-        low, high = FILE_LIMITS[name]
-        if not low <= value <= high:
-            raise ValueError(f"{name} = {value} is out of range ({low} to {high})")
-        return value
+        return check_range(name, integer(text))
     return convert
 
 
@@ -257,7 +244,7 @@ def check_text(text: str, path: str) -> None:
     bad = NOT_TEXT.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
-        column = 1 + bad.start() - text.rfind("\n", 0, bad.start())
+        column = bad.start() - text.rfind("\n", 0, bad.start())
         raise ConfigError(path, line, column, f"{not_text(bad.group())}: this is not a text configuration file")
 
 

@@ -127,7 +127,7 @@ def _ranged(name: str):
 
 
 def _interface_name(text: str) -> str:
-    if not 0 < len(text) <= MAX_IFNAME or "/" in text or " " in text or text in (".", ".."):
+    if not 0 < len(text) <= MAX_IFNAME or "/" in text or text in (".", ".."):
         raise ValueError(f"{text!r} is not an interface name")
     return text
 
@@ -150,7 +150,7 @@ def _shown(raw: bytes) -> str:
     return repr(raw[:40])[1:] + ("..." if len(raw) > 40 else "")
 
 
-def parse_pair(raw: bytes) -> tuple[str, str | None, object] | None:
+def parse_string(raw: bytes) -> tuple[str, str | None, object] | None:
     """One TXT string -> (attribute, speed key or None, value), e.g. ("polling", None, 20) or
     ("sampling_by_speed", "10G", 2000).
 
@@ -183,13 +183,13 @@ def parse_txt(strings) -> tuple[dict, list[str]]:
     warnings: list[str] = []
     for raw in strings:
         try:
-            pair = parse_pair(raw)
+            parsed = parse_string(raw)
         except ValueError as error:
             warnings.append(f"TXT {_shown(raw)} skipped: {error}")
             continue
-        if pair is None:
+        if parsed is None:
             continue
-        attribute, speed, value = pair
+        attribute, speed, value = parsed
         target, name = (by_speed, speed) if speed else (settings, attribute)
         if name in target and target[name] != value:
             warnings.append(f"TXT {_shown(raw)}: given twice, this value wins")
@@ -207,7 +207,8 @@ def _resolver(settings: Settings, timeout: float, resolv_conf: str) -> dns.resol
         try:
             resolver.nameservers = [settings.dnssd_server]
         except ValueError:
-            raise DnsSdError(f"DNS-SD server {settings.dnssd_server!r} is not an IP address") from None
+            raise DnsSdError(
+                f"DNS-SD server {settings.dnssd_server!r} is not an IP address") from None
         resolver.port = settings.dnssd_port
     else:
         try:
@@ -370,12 +371,12 @@ class DnsSdWatcher:
         self._success_at: float | None = None
         self._error: str | None = None
         self._error_at: float | None = None
-        self._next_at: float | None = None
+        # a random start in [0, 1) s spreads a fleet that boots together
+        delay = random.uniform(0, 1) if first_delay is None else first_delay
+        self._next_at = clock() + delay
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
-        # a random start in [0, 1) s spreads a fleet that boots together
-        delay = random.uniform(0, 1) if first_delay is None else first_delay
         self._thread = threading.Thread(target=self._run, args=(delay,), name="dnssd",
                                         daemon=True)
         self._thread.start()
@@ -419,11 +420,10 @@ class DnsSdWatcher:
             parts.append("no successful lookup yet")
         else:
             parts.append(f"last success {now - success_at:.0f} s ago "
-                         f"({len(latest.receivers)} collectors)")
+                         f"(collectors: {len(latest.receivers)})")
         if error is not None:
             parts.append(f"last error {now - error_at:.0f} s ago: {error}")
-        if next_at is not None:
-            parts.append(f"next query in {max(0.0, next_at - now):.0f} s")
+        parts.append(f"next query in {max(0.0, next_at - now):.0f} s")
         return "; ".join(parts)
 
     def close(self) -> None:
@@ -440,8 +440,6 @@ class DnsSdWatcher:
         failures = 0
         try:
             while True:
-                with self._lock:
-                    self._next_at = self._clock() + delay
                 self._wake.wait(delay)
                 self._wake.clear()
                 if self._stop.is_set():
@@ -450,30 +448,34 @@ class DnsSdWatcher:
                     fresh = lookup(self._settings, self._timeout)
                 except DnsSdError as error:
                     failures += 1
-                    self._failed(error, failures)
                     delay = next_delay(None, failures)
+                    self._failed(error, failures, delay)
                 else:
-                    self._succeeded(fresh, failures)
-                    failures = 0
                     delay = next_delay(fresh, 0)
+                    self._succeeded(fresh, failures, delay)
+                    failures = 0
         finally:
             os.close(self._write_fd)
 
-    def _failed(self, error: DnsSdError, failures: int) -> None:
+    def _failed(self, error: DnsSdError, failures: int, delay: float) -> None:
         with self._lock:
             repeated = str(error) == self._error
-            self._error, self._error_at = str(error), self._clock()
+            self._error = str(error)
+            self._error_at = self._clock()
+            self._next_at = self._error_at + delay
         if failures == 1 or not repeated:
             log.warning("DNS-SD lookup failed, keeping the last good settings: %s", error)
         elif failures & (failures - 1) == 0:  # 2, 4, 8, ...: rare enough not to flood the log
             log.warning("DNS-SD lookup failed: %s (repeated %d times)", error, failures)
 
-    def _succeeded(self, fresh: DnsSdResult, failures: int) -> None:
+    def _succeeded(self, fresh: DnsSdResult, failures: int, delay: float) -> None:
         if failures:
             log.info("DNS-SD lookup succeeded after %d failures", failures)
         with self._lock:
             changed = not fresh.same_config(self._latest)
-            self._latest, self._success_at = fresh, self._clock()
+            self._latest = fresh
+            self._success_at = self._clock()
+            self._next_at = self._success_at + delay
         if changed:
             log.info("DNS-SD %s", describe(fresh))
             for warning in fresh.warnings:

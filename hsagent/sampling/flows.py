@@ -13,10 +13,19 @@ from __future__ import annotations
 
 import struct
 
-from ..sflow.datagram import (DS_IFINDEX, INTERNAL_INTERFACE, UNKNOWN_INTERFACE, FlowSample,
-                              Interface)
-from ..sflow.records import (HEADER_PROTOCOL_ETHERNET, HEADER_PROTOCOL_IPV4, HEADER_PROTOCOL_IPV6,
-                             SampledHeader)
+from ..sflow.datagram import (
+    DS_IFINDEX,
+    INTERNAL_INTERFACE,
+    UNKNOWN_INTERFACE,
+    FlowSample,
+    Interface,
+)
+from ..sflow.records import (
+    HEADER_PROTOCOL_ETHERNET,
+    HEADER_PROTOCOL_IPV4,
+    HEADER_PROTOCOL_IPV6,
+    SampledHeader,
+)
 
 FCS_BYTES = 4
 ETHERNET_HEADER_BYTES = 14

@@ -9,31 +9,28 @@ sample (hsflowd's approximation). drops come from gaps in the instance's sequenc
 The rule is the administrator's unless `install_rule` is used (hsagent.conf
 `nflog { probability = ... }`); then the sampler owns it and removes it on close.
 
-Parsing is pure (`netlink_messages`, `attributes`, `parse_packet`, `packet_sample`); the
-socket and the iptables calls are thin wrappers around it. psample.py reuses the netlink parsers.
+Parsing is pure (`parse_packet`, `packet_sample`, `decode_samples`, on hsagent.netlink's
+framing); the socket and the iptables calls are thin wrappers around it.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import socket
 import struct
 import subprocess
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
+from ..netlink import NLATTR, NLMSGHDR, attributes, messages
+from ..sflow.datagram import INTERNAL_INTERFACE
 from . import flows
 from .afpacket import set_receive_buffer
-from ..sflow.datagram import INTERNAL_INTERFACE
-
-log = logging.getLogger(__name__)
 
 NETLINK_NETFILTER = 12
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLA_TYPE_MASK = 0x3FFF  # without the nested / byte-order flag bits
 
 # linux/netfilter/nfnetlink_log.h
 NFNL_SUBSYS_ULOG = 4
@@ -57,40 +54,15 @@ DEFAULT_BATCH = 1000
 RULE_CHAINS = ("INPUT", "FORWARD")
 RULE_COMMENT = "hsagent sampling"
 
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
-_NLATTR = struct.Struct("=HH")  # length, type
 _NFGENMSG = struct.Struct(">BBH")  # family, version, resource id (the group)
 _BE32, _BE16 = struct.Struct(">I"), struct.Struct(">H")
 _ERRNO = struct.Struct("=i")
 
 
-# --- netlink framing (shared with psample.py) ------------------------------------------------
-
-def netlink_messages(buf: bytes) -> Iterator[tuple[int, int, memoryview]]:
-    """(type, flags, payload) of each netlink message in one received datagram."""
-    view, off = memoryview(buf), 0
-    while off + _NLMSGHDR.size <= len(buf):
-        length, kind, flags, _, _ = _NLMSGHDR.unpack_from(buf, off)
-        if length < _NLMSGHDR.size or off + length > len(buf):
-            raise ValueError(f"netlink message at {off} claims {length} bytes of {len(buf) - off}")
-        yield kind, flags, view[off + _NLMSGHDR.size:off + length]
-        off += (length + 3) & ~3
-
-
-def attributes(buf, off: int = 0) -> dict[int, memoryview]:
-    """Netlink attributes from `off` to the end of `buf`, by type (flag bits removed)."""
-    view, found = memoryview(buf), {}
-    while off + _NLATTR.size <= len(view):
-        length, kind = _NLATTR.unpack_from(view, off)
-        if length < _NLATTR.size or off + length > len(view):
-            raise ValueError(f"netlink attribute at {off} claims {length} bytes of {len(view) - off}")
-        found[kind & NLA_TYPE_MASK] = view[off + _NLATTR.size:off + length]
-        off += (length + 3) & ~3
-    return found
-
+# --- netlink framing (parsing is hsagent.netlink's) --------------------------------------------
 
 def attribute(kind: int, value: bytes) -> bytes:
-    return _NLATTR.pack(_NLATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
+    return NLATTR.pack(NLATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
 
 
 def netlink_error(payload) -> int:
@@ -110,7 +82,7 @@ class NflogPacket(NamedTuple):
 
 def config_message(group: int, family: int, attrs: bytes, seq: int = 0) -> bytes:
     body = _NFGENMSG.pack(family, 0, group) + attrs
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG,
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG,
                           NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
@@ -173,7 +145,7 @@ def packet_sample(packet: NflogPacket, rate: int, pool: int, drops: int, header_
 def decode_samples(buf: bytes, counts: flows.SampleCounts, rate: int, header_bytes: int) -> list:
     """Flow samples of the packets in one datagram received from the NFLOG socket."""
     samples = []
-    for kind, _, payload in netlink_messages(buf):
+    for kind, _, _, payload in messages(buf):
         if kind != NFULNL_MSG_PACKET:
             continue
         packet = parse_packet(payload)
@@ -196,7 +168,8 @@ def _rule_tools() -> list[str]:
 
 
 def _iptables(tool: str, action: str, args: list[str], check: bool = True) -> bool:
-    done = subprocess.run([tool, "-w", action, *args], capture_output=True, text=True)
+    done = subprocess.run([tool, "-w", action, *args], capture_output=True, text=True,
+                          check=False)
     if check and done.returncode:
         raise OSError(f"{tool} {action} {' '.join(args)}: {done.stderr.strip()}")
     return done.returncode == 0
@@ -246,7 +219,7 @@ class NflogSampler:
             raise
 
     @classmethod
-    def from_settings(cls, settings) -> "NflogSampler":
+    def from_settings(cls, settings) -> NflogSampler:
         """hsagent.conf `nflog {}`: with a probability we install the rule, else the admin did
         and the rate is the configured `sampling`."""
         nflog = settings.nflog
@@ -262,7 +235,7 @@ class NflogSampler:
 
     def _request(self, message: bytes) -> None:
         self._sock.send(message)
-        for kind, _, payload in netlink_messages(self._sock.recv(RECEIVE_SIZE)):
+        for kind, _, _, payload in messages(self._sock.recv(RECEIVE_SIZE)):
             if kind == NLMSG_ERROR and netlink_error(payload):
                 code = netlink_error(payload)
                 raise OSError(code, f"NFLOG group {self.group}: {os.strerror(code)}")

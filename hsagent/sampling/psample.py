@@ -16,9 +16,9 @@ import socket
 import struct
 from typing import NamedTuple
 
+from ..netlink import attributes, messages
 from . import flows
 from .afpacket import set_receive_buffer
-from .nflog import attributes, netlink_messages
 
 FAMILY_NAME, MULTICAST_GROUP = "psample", "packets"
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -81,7 +81,7 @@ def decode_samples(buf: bytes, family: int, group: int, counts: flows.SampleCoun
                    fallback_rate: int, header_bytes: int) -> list:
     """Flow samples of psample group `group` in one datagram from the multicast socket."""
     samples = []
-    for kind, _, payload in netlink_messages(buf):
+    for kind, _, _, payload in messages(buf):
         packet = parse_sample(payload) if kind == family else None
         if packet is None or packet.group != group:
             continue

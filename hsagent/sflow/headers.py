@@ -81,8 +81,9 @@ def _ethernet(buf: bytes, end: int, out: list) -> tuple[int | None, int | None]:
         ethertype, at = _u16(buf, at + 2), at + 4
     if end < 20:
         return None, None
-    if ethertype in IPX_ETHERTYPES and buf[at] == buf[at + 1] == 0xFF and 30 <= _u16(buf, at + 2) <= 576:
-        return None, None
+    if ethertype in IPX_ETHERTYPES and buf[at] == buf[at + 1] == 0xFF:
+        if 30 <= _u16(buf, at + 2) <= 576:  # IPX: nothing more to print
+            return None, None
     if ethertype <= MAX_8023_LENGTH:  # 802.3 length: look for LLC/SNAP
         if buf[at:at + 3] == b"\xaa\xaa\x03":
             oui = buf[at + 3:at + 6]

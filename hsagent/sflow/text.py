@@ -12,6 +12,7 @@ only the records sflowtool lays out differently have a printer of their own belo
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 import time
 from typing import Any, NamedTuple
@@ -40,11 +41,7 @@ class _Sample(NamedTuple):
 
 def address_text(address) -> str:
     """An IP address as sflowtool prints it: IPv6 in full, 8 groups of 4 hex digits."""
-    if address.version == 6:
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return address.exploded
-    return str(address)
+    return address.exploded if address.version == 6 else str(address)
 
 
 def _float32(x: float) -> float:
@@ -69,7 +66,7 @@ def _render(xtype, value) -> tuple[str, Any]:
         return _percent100(value)
     if xtype is F32:
         text = f"{value:.3f}"
-        return text, float(text)
+        return text, float(text) if math.isfinite(value) else None  # JSON has no NaN
     text = xtype.text(value)
     return text, value if isinstance(value, int) else text
 

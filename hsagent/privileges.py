@@ -1,0 +1,101 @@
+"""Least privilege: a root-started agent becomes an unprivileged user with two capabilities.
+
+Packet sampling needs CAP_NET_RAW (AF_PACKET sockets) and CAP_NET_ADMIN (netfilter log
+groups, iptables rules); nothing else the agent does needs root. The switch happens before
+any thread starts, because capset(2) changes only the calling thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import grp
+import os
+import pwd
+
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+KEPT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
+PR_SET_KEEPCAPS = 8
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+FALLBACK_USERS = ("hsagent", "nobody")
+
+
+class PrivilegeError(RuntimeError):
+    pass
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capability_mask(capabilities=KEPT_CAPABILITIES) -> int:
+    mask = 0
+    for cap in capabilities:
+        mask |= 1 << cap
+    return mask
+
+
+def target_user(configured: str | None) -> pwd.struct_passwd | None:
+    """The account to run as; None means stay as we are (not root, or `user = root`)."""
+    if os.geteuid() != 0:
+        return None
+    names = (configured,) if configured else FALLBACK_USERS
+    for name in names:
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return None if account.pw_uid == 0 else account
+    raise PrivilegeError(f"user {configured!r} does not exist" if configured
+                         else f"none of the users {', '.join(FALLBACK_USERS)} exists")
+
+
+def prepare_paths(account: pwd.struct_passwd, files=(), directories=()) -> None:
+    """Create what the agent writes after the switch, owned by the new user."""
+    for directory in directories:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        os.chown(directory, account.pw_uid, account.pw_gid)
+    for path in files:
+        if not os.path.exists(path):
+            open(path, "a").close()
+        os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
+    """Become `account`, keeping only KEPT_CAPABILITIES; raises PrivilegeError on any failure."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    groups = {account.pw_gid}
+    for name in extra_groups:
+        try:
+            groups.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            pass  # e.g. no docker group: the docker module will say it cannot connect
+    try:
+        if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
+        os.setgroups(sorted(groups))
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        mask = capability_mask()
+        data = (_CapData * 2)(_CapData(mask, mask, 0), _CapData(0, 0, 0))
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+        libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    except OSError as err:
+        raise PrivilegeError(f"cannot switch to user {account.pw_name}: {err}") from None
+    _verify(account)
+
+
+def _verify(account: pwd.struct_passwd) -> None:
+    """Refuse to go on unless the kernel confirms the user and capabilities we asked for."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    uids = {int(u) for u in status["Uid"].split()}
+    effective = int(status["CapEff"], 16)
+    if uids != {account.pw_uid} or effective != capability_mask():
+        raise PrivilegeError(f"privileges not dropped as configured (uids {sorted(uids)}, "
+                             f"CapEff {effective:#x})")

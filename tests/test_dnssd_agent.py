@@ -1,0 +1,154 @@
+"""The running agent follows DNS-SD records served by a real BIND, decoded from what it sends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Receiver, record_of
+from hsagent.sflow import records as R
+from test_agent import agent_log, start_agent, stop
+
+ZONE = "hsagent.test"
+NAMED_SH = Path(__file__).with_name("named.sh")
+
+
+def free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Named:
+    """named serving one zone on 127.0.0.1; `serve(records)` rewrites the zone and reloads it."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self.port, self.serial = workdir, free_port(), 1
+        self.zone_file = workdir / f"{ZONE}.zone"
+        self.serve("")
+        self.pid = int(subprocess.run(["bash", str(NAMED_SH), ZONE, str(self.zone_file), str(self.port),
+                                       str(workdir / "named")], capture_output=True, text=True,
+                                      check=True).stdout.split()[-1])
+
+    def serve(self, records: str) -> None:
+        self.serial += 1
+        self.zone_file.write_text(
+            f"$TTL 10\n@ IN SOA ns admin ( {self.serial} 3600 600 86400 10 )\n@ IN NS ns\n"
+            f"ns IN A 127.0.0.1\ncollector1 IN A 127.0.0.1\ncollector2 IN A 127.0.0.1\n"
+            f"collector6 IN AAAA ::1\n{records}\n")
+        if self.serial > 2:
+            os.kill(self.pid, signal.SIGHUP)  # named re-reads changed zone files
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def named(tmp_path):
+    server = Named(tmp_path)
+    yield server
+    server.stop()
+
+
+def srv(port, target="collector1", ttl=10):
+    return f"_sflow._udp {ttl} IN SRV 0 0 {port} {target}\n"
+
+
+def txt(*pairs, ttl=10):
+    return f"_sflow._udp {ttl} IN TXT ( {' '.join(repr(p).replace(chr(39), chr(34)) for p in pairs)} )\n"
+
+
+def dns_agent(named, tmp_path, body=""):
+    conf = tmp_path / "hsagent.conf"
+    conf.write_text(f"sflow {{\n  user = root\n  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 "
+                    f"port = {named.port} }}\n{body}\n}}\n")
+    return start_agent(str(conf), tmp_path)
+
+
+def host_uptimes(receiver):
+    return [record_of(s, R.HostCpu).uptime for s in receiver.samples(2, 1)]
+
+
+def test_agent_sends_where_the_zone_says_and_follows_edits(named, receiver, tmp_path):
+    second = Receiver()
+    named.serve(srv(receiver.port) + txt("txtvers=1", "sampling.10G=2000", "polling=2"))
+    agent = dns_agent(named, tmp_path)
+    try:
+        assert receiver.wait_for(lambda r: r.raw, timeout=5), "nothing within 5 s of start"
+        auto = (tmp_path / "hsagent.auto").read_text().splitlines()
+        assert "polling=2" in auto and "sampling.10G=2000" in auto
+        assert f"collector=127.0.0.1 {receiver.port}" in auto
+        named.serve(srv(second.port, "collector2") + txt("polling=2"))
+        assert second.wait_for(lambda r: r.raw, timeout=20), "traffic did not move within the TTL"
+        moved = len(receiver.raw)
+        time.sleep(3)
+        assert len(receiver.raw) == moved, "the removed collector still receives"
+        assert f"collector=127.0.0.1 {second.port}" in (tmp_path / "hsagent.auto").read_text()
+    finally:
+        second.close()
+        stop(agent)
+
+
+def test_txt_polling_sets_the_counter_interval(named, receiver, tmp_path):
+    named.serve(srv(receiver.port) + txt("polling=2"))
+    agent = dns_agent(named, tmp_path, body="  polling = 30")
+    try:
+        assert receiver.wait_for(lambda r: len(host_uptimes(r)) >= 3, timeout=15)
+    finally:
+        stop(agent)
+    gaps = [b - a for a, b in zip(host_uptimes(receiver), host_uptimes(receiver)[1:])]
+    assert all(1 <= gap <= 3 for gap in gaps), gaps
+
+
+def test_two_srv_records_reach_both_collectors_and_aaaa_goes_over_ipv6(named, receiver, receiver6, tmp_path):
+    named.serve(srv(receiver.port) + srv(receiver6.port, "collector6") + txt("polling=2"))
+    agent = dns_agent(named, tmp_path)
+    try:
+        assert receiver.wait_for(lambda r: r.raw, timeout=10)
+        assert receiver6.wait_for(lambda r: r.raw, timeout=5), "nothing arrived over IPv6"
+    finally:
+        stop(agent)
+
+
+def test_failures_keep_the_last_good_collector(named, receiver, tmp_path):
+    named.serve(srv(receiver.port) + txt("polling=1"))
+    agent = dns_agent(named, tmp_path)
+    try:
+        assert receiver.wait_for(lambda r: r.raw, timeout=10)
+        # malformed TXT strings are skipped; the good ones and the collector still apply
+        named.serve(srv(receiver.port) + txt("polling=1", "polling=banana", "sampling=-4", "x" * 200, "nonsense"))
+        time.sleep(12)
+        named.serve("")  # NXDOMAIN for _sflow._udp
+        time.sleep(12)
+        named.stop()  # no answers at all
+        count = len(receiver.raw)
+        assert receiver.wait_for(lambda r: len(r.raw) > count + 3, timeout=10), "stopped sending"
+        assert agent.poll() is None
+    finally:
+        stop(agent)
+    log = agent_log(tmp_path)
+    assert "NXDOMAIN" in log or "does not exist" in log
+
+
+def test_zero_srv_answers_stop_sending(named, receiver, tmp_path):
+    named.serve(srv(receiver.port) + txt("polling=1"))
+    agent = dns_agent(named, tmp_path)
+    try:
+        assert receiver.wait_for(lambda r: r.raw, timeout=10)
+        named.serve(txt("polling=1"))  # TXT but no SRV: "no collectors"
+        time.sleep(13)
+        count = len(receiver.raw)
+        time.sleep(3)
+        assert len(receiver.raw) == count
+        assert "collector=" not in (tmp_path / "hsagent.auto").read_text()
+    finally:
+        stop(agent)
