@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from . import agent_address, collectors
 from .logs import Throttle
 from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
+from .sampling.samplers import Samplers
 from .sflow.datagram import DatagramBuilder
 from .status import write as write_status
 from .transport import Transport
@@ -64,6 +65,7 @@ class Agent:
         self.agent_ip: str | None = None
         self.agent_device: str | None = None
         self.collectors: dict[str, object] = {}
+        self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler)
         self._due: dict[str, dict[tuple, float]] = {}  # collector -> data source -> next poll
         self._selector = selectors.DefaultSelector()
         self._stopping = False
@@ -139,6 +141,7 @@ class Agent:
             self.builder.max_bytes = settings.datagram_bytes
             self.builder.sub_agent_id = settings.sub_agent_id
         self._apply_collectors(settings)
+        self.samplers.apply(settings)
         if old is not None and old.polling != settings.polling:
             self._reschedule(settings.polling)
         self._write_auto_file()
@@ -179,6 +182,17 @@ class Agent:
             self._selector.unregister(collector.fileno())
         collector.close()
 
+    def _watch_sampler(self, sampler) -> None:
+        self._selector.register(sampler.fileno(), selectors.EVENT_READ,
+                                lambda: self._read_sampler(sampler))
+
+    def _unwatch_sampler(self, sampler) -> None:
+        self._selector.unregister(sampler.fileno())
+
+    def _read_sampler(self, sampler) -> None:
+        for sample in sampler.read():
+            self.add_sample(sample)
+
     def _choose_agent_address(self) -> None:
         ip, device = agent_address.choose(self.settings, self.agent_ip)
         if ip != self.agent_ip:
@@ -208,6 +222,8 @@ class Agent:
             "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,
             "data_sources": {name: len(due) for name, due in self._due.items()},
             "dnssd": self._dnssd.state() if self._dnssd is not None else "off",
+            "samplers": {f"{type(s).__name__} {getattr(s, 'ifname', '')}".strip(): {
+                "rate": s.rate, "drops": s.drops} for s in self.samplers},
         }
 
     def _write_status(self) -> None:
@@ -329,6 +345,7 @@ class Agent:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self._choose_agent_address()
+            self.samplers.apply(self.settings)  # link speeds change, switch ports come and go
             self._write_auto_file()
             self._write_status()
         self.poll_due(now)
@@ -351,6 +368,7 @@ class Agent:
 
     def close(self) -> None:
         self._configure_dnssd(Settings(dnssd=False))
+        self.samplers.close()
         for name in list(self.collectors):
             self._remove_collector(name)
         self.transport.close()

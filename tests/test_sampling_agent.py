@@ -1,0 +1,170 @@
+"""The agent samples packets on a veth pair and sends flow samples; it also drops root.
+
+Topology: namespace A (a0, 198.18.2.1) <-> namespace B (b0, 198.18.2.2). The agent runs in A
+with `pcap { dev = a0 }`; a sender in B sends UDP to A. Veth links say 10 Gb/s, so the rate
+comes from `sampling.10G`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import HSAGENT, record_of
+from hsagent.privileges import capability_mask
+from hsagent.sflow import records as R
+from hsagent.sflow.datagram import FlowSample, decode_datagram
+from hsagent.sflow.headers import decode_header
+
+DST_PORT = 5555
+SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[1])):
+    s.sendto(b"x" * 100, ("198.18.2.1", %d))
+""" % DST_PORT
+RECEIVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); s.settimeout(4)
+while True:
+    try: data = s.recv(65535)
+    except socket.timeout: break
+    print(data.hex(), flush=True)
+"""
+
+
+@pytest.fixture
+def pair(netns):
+    a, b = netns("hsp"), netns("hsp")
+    for ns in (a, b):  # no IPv6 chatter in the counts
+        ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    subprocess.run(["ip", "link", "add", "a0", "netns", a.name, "type", "veth", "peer", "name", "b0",
+                    "netns", b.name], check=True)
+    a.run("ip", "addr", "add", "198.18.2.1/24", "dev", "a0")
+    b.run("ip", "addr", "add", "198.18.2.2/24", "dev", "b0")
+    a.run("ip", "link", "set", "a0", "up")
+    b.run("ip", "link", "set", "b0", "up")
+    return a, b
+
+
+def world_readable_dir():
+    """The agent re-reads its config as the unprivileged user: keep it somewhere it can."""
+    path = tempfile.mkdtemp(prefix="hsagent-test-")
+    os.chmod(path, 0o755)
+    return path
+
+
+def write_conf(directory, port, rate, user="root"):
+    path = os.path.join(directory, "hsagent.conf")
+    with open(path, "w") as f:
+        f.write(f"sflow {{\n DNSSD = off\n user = {user}\n polling = 2\n sampling.10G = {rate}\n"
+                f" collector {{ ip = 127.0.0.1 udpport = {port} }}\n pcap {{ dev = a0 }}\n}}\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+class AgentInNamespace:
+    """A receiver and the agent inside namespace A; datagrams are read when both have stopped."""
+
+    def __init__(self, ns, directory, rate, user="root"):
+        self.ns, self.directory = ns, directory
+        self.receiver = ns.popen(sys.executable, "-c", RECEIVER, stdout=subprocess.PIPE, text=True)
+        self.port = int(self.receiver.stdout.readline())
+        self.conf = write_conf(directory, self.port, rate, user)
+        self.log = open(os.path.join(directory, "agent.log"), "w")
+        self.proc = ns.popen(*HSAGENT, "-f", "-c", self.conf, "--auto-file", os.path.join(directory, "auto"),
+                             "--runtime-dir", directory, stderr=self.log)
+        time.sleep(2)  # started, sampling
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = self.proc.wait(10)
+        self.stop_seconds = time.monotonic() - started
+        out, _ = self.receiver.communicate(timeout=30)
+        self.datagrams = [decode_datagram(bytes.fromhex(line)) for line in out.split()]
+        return code
+
+    def flow_samples(self):
+        return [s for d in self.datagrams for s in d.samples if isinstance(s, FlowSample)]
+
+
+def packets(ns, dev="a0"):
+    read = lambda name: int(ns.run("cat", f"/sys/class/net/{dev}/statistics/{name}").stdout)
+    return read("rx_packets") + read("tx_packets")
+
+
+def send(ns, count):
+    ns.run(sys.executable, "-c", SENDER, str(count), timeout=120)
+
+
+def within_4_sd(count, n, rate):
+    p = 1 / rate
+    return abs(count - n * p) <= 4 * math.sqrt(n * p * (1 - p))
+
+
+def test_agent_samples_1_in_100_with_headers_that_decode_to_what_was_sent(pair, tmp_path):
+    a, b = pair
+    agent = AgentInNamespace(a, str(tmp_path), rate=100)
+    before = packets(a)
+    send(b, 30_000)
+    time.sleep(1.5)  # samples leave within a second
+    seen = packets(a) - before
+    assert agent.stop() == 0
+    samples = agent.flow_samples()
+    assert within_4_sd(len(samples), seen, 100), (len(samples), seen)
+    assert {s.sampling_rate for s in samples} == {100}
+    assert [s.sequence for s in samples] == list(range(1, len(samples) + 1))
+    ifindex = int(a.run("cat", "/sys/class/net/a0/ifindex").stdout)
+    assert {s.ds_index for s in samples} == {ifindex}
+    assert abs(samples[-1].sample_pool - seen) <= seen * 0.05 + 200  # the interface's own count
+    for sample in samples[:50]:
+        header = record_of(sample, R.SampledHeader)
+        fields = dict(decode_header(header.header_protocol, header.header, header.frame_length,
+                                    header.stripped))
+        if fields.get("UDPDstPort") == str(DST_PORT):  # received: b0 -> a0
+            assert (fields["srcIP"], fields["dstIP"]) == ("198.18.2.2", "198.18.2.1")
+            assert sample.input.value == ifindex and header.frame_length == 14 + 20 + 8 + 100 + 4
+
+
+def read_status(pid):
+    return dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
+
+
+def test_root_started_agent_runs_as_nobody_with_two_capabilities_and_keeps_sampling(pair):
+    a, b = pair
+    directory = world_readable_dir()
+    agent = AgentInNamespace(a, directory, rate=100, user="nobody")
+    try:
+        # `ip netns exec` execs hsagent: the pid is the agent itself
+        status = read_status(agent.proc.pid)
+        nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout.strip()
+        assert set(status["Uid"].split()) == {nobody}
+        assert int(status["CapEff"], 16) == capability_mask()
+        assert int(status["CapPrm"], 16) == capability_mask()
+        send(b, 5_000)
+        time.sleep(1.5)
+        write_conf(directory, agent.port, 10, user="nobody")  # SIGHUP: a new rate, live
+        agent.proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        before = packets(a)
+        send(b, 5_000)
+        time.sleep(1.5)
+        seen = packets(a) - before
+        assert agent.proc.poll() is None
+    finally:
+        code = agent.stop()
+    assert code == 0 and agent.stop_seconds < 1.0
+    samples = agent.flow_samples()
+    rates = [s.sampling_rate for s in samples]
+    assert rates[0] == 100 and rates[-1] == 10 and rates == sorted(rates, reverse=True)
+    assert [s.sequence for s in samples] == list(range(1, len(samples) + 1)), "a gap in the samples"
+    assert within_4_sd(rates.count(10), seen, 10)
