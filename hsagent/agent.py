@@ -194,7 +194,13 @@ class Agent:
             self.add_sample(sample)
 
     def _choose_agent_address(self) -> None:
-        ip, device = agent_address.choose(self.settings, self.agent_ip)
+        try:
+            ip, device = agent_address.choose(self.settings, self.agent_ip)
+        except OSError as err:  # netlink trouble: keep the address we have, if any
+            self._throttle(logging.WARNING, "address", "cannot list local addresses: %s", err)
+            if self.agent_ip is not None:
+                return
+            ip, device = agent_address.FALLBACK
         if ip != self.agent_ip:
             if self.builder is not None:
                 self._send(self.builder.flush())
@@ -253,7 +259,7 @@ class Agent:
                 # A fleet must not poll in step: each data source starts at its own offset.
                 # Sources that appear later (a container starting) are polled at once.
                 due_times[new] = now if everything or self.stats.polls else now + self._rng.uniform(0, polling)
-            due = {ds for ds, when in due_times.items() if when <= now}
+            due = current if everything else {ds for ds, when in due_times.items() if when <= now}
             if due:
                 self._poll(name, collector, due)
                 for ds in due:

@@ -28,9 +28,7 @@ import logging
 import socket
 from typing import Iterable, NamedTuple
 
-# Imported up front, not when first needed: the agent may have dropped root by then and no
-# longer be able to read the library's files.
-from pyroute2 import IPRoute
+from . import netlink
 
 log = logging.getLogger(__name__)
 
@@ -107,28 +105,14 @@ def select(candidates: Iterable[Candidate], settings,
 def local_candidates() -> list[Candidate]:
     """Every usable local address, from one address dump and one default-route dump per family."""
     names = dict(socket.if_nameindex())
-    with IPRoute() as ipr:
-        routed = set()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for route in ipr.get_default_routes(family=family):
-                routed.update(_route_devices(route))
-        candidates = []
-        for msg in ipr.get_addr():
-            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-            address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")  # LOCAL: p-t-p links
-            if flags & UNUSABLE_FLAGS or address is None or msg["index"] not in names:
-                continue
-            candidates.append(Candidate(names[msg["index"]], str(ipaddress.ip_address(address)),
-                                        msg["scope"], msg["index"] in routed))
-    return candidates
-
-
-def _route_devices(route) -> list[int]:
-    """Output ifindexes of one route, including each hop of a multipath route."""
-    oif = route.get_attr("RTA_OIF")
-    if oif is not None:
-        return [oif]
-    return [hop["oif"] for hop in route.get_attr("RTA_MULTIPATH") or ()]
+    dumper = netlink.Dumper()
+    try:
+        addresses = list(dumper.addresses())
+        routed = dumper.default_route_devices()
+    finally:
+        dumper.close()
+    return [Candidate(names[a.index], str(ipaddress.ip_address(a.address)), a.scope, a.index in routed)
+            for a in addresses if not a.flags & UNUSABLE_FLAGS and a.index in names]
 
 
 def choose(settings, current: str | None = None) -> tuple[str, str | None]:

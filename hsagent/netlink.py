@@ -1,4 +1,5 @@
-"""Raw rtnetlink for the interface collector: link dumps, link events and 64-bit link stats.
+"""Raw rtnetlink: link dumps, link events and 64-bit link stats for the interface collector;
+address and default-route dumps for choosing the agent address.
 
 Why not pyroute2 here: it turns every message into a tree of dicts. Measured on 1,000 veths,
 its link dump costs ~0.5 s of CPU; with `struct` the same dump takes ~30 ms and the RTM_GETSTATS
@@ -18,12 +19,17 @@ NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWSTATS, RTM_GETSTATS = 92, 94
 RTMGRP_LINK = 0x1  # multicast group bit of RTNLGRP_LINK
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE = 1, 3, 16
 IFLA_STATS_LINK_64 = 1  # attribute of RTM_NEWSTATS; filter_mask bit 1 << (1 - 1)
 IF_OPER_UP = 6
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+RTA_OIF, RTA_MULTIPATH, RTA_TABLE = 4, 9, 15
+RT_TABLE_MAIN = 254
 
 IFF_UP, IFF_LOOPBACK, IFF_RUNNING, IFF_PROMISC = 0x1, 0x8, 0x40, 0x100
 IFF_LOWER_UP = 0x10000
@@ -31,6 +37,9 @@ IFF_LOWER_UP = 0x10000
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IF_STATS_MSG = struct.Struct("=BxxxII")  # family, ifindex, filter_mask
+IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops, ifindex
 NLATTR = struct.Struct("=HH")  # length, type
 NLMSGERR = struct.Struct("=i")  # -errno, then the offending request
 ATTR_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
@@ -65,6 +74,15 @@ class LinkStats(NamedTuple):
     rx_dropped: int
     tx_dropped: int
     multicast: int  # received
+
+
+class Address(NamedTuple):
+    """One RTM_NEWADDR message."""
+
+    index: int
+    address: bytes  # 4 or 16 bytes, network order
+    scope: int  # RT_SCOPE_*: 0 universe (global), 253 link, 254 host
+    flags: int  # IFA_F_*
 
 
 class NetlinkError(OSError):
@@ -129,6 +147,38 @@ def parse_stats(body) -> tuple[int, LinkStats] | None:
             return index, LinkStats._make(LINK_STATS64.unpack_from(body, off + NLATTR.size))
         off += (length + 3) & ~3
     return None
+
+
+def parse_address(body) -> Address | None:
+    family, _, flags, scope, index = IFADDRMSG.unpack_from(body, 0)
+    attrs = attributes(body, IFADDRMSG.size)
+    # IFA_LOCAL is the interface's own address on point-to-point links, where IFA_ADDRESS is the peer
+    address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
+    if address is None or family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    if IFA_FLAGS in attrs:  # 32-bit flags; the header's byte holds only the low 8
+        flags = struct.unpack_from("=I", attrs[IFA_FLAGS])[0]
+    return Address(index, bytes(address), scope, flags)
+
+
+def default_route_devices(body) -> list[int]:
+    """Output ifindexes of a main-table default route (each hop of a multipath one); else []."""
+    _, dst_len, _, _, table, _, _, _, _ = RTMSG.unpack_from(body, 0)
+    attrs = attributes(body, RTMSG.size)
+    if RTA_TABLE in attrs:
+        table = struct.unpack_from("=I", attrs[RTA_TABLE])[0]
+    if dst_len != 0 or table != RT_TABLE_MAIN:
+        return []
+    if RTA_OIF in attrs:
+        return [struct.unpack_from("=i", attrs[RTA_OIF])[0]]
+    hops, view, off = [], attrs.get(RTA_MULTIPATH, b""), 0
+    while off + RTNEXTHOP.size <= len(view):
+        length, _, _, ifindex = RTNEXTHOP.unpack_from(view, off)
+        if length < RTNEXTHOP.size:
+            break
+        hops.append(ifindex)
+        off += (length + 3) & ~3
+    return hops
 
 
 def _error_code(body) -> int:
@@ -200,6 +250,22 @@ class Dumper:
                 parsed = parse_stats(body)
                 if parsed is not None:
                     yield parsed
+
+    def addresses(self) -> Iterator[Address]:
+        for rtype, body in self.dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            if rtype == RTM_NEWADDR:
+                address = parse_address(body)
+                if address is not None:
+                    yield address
+
+    def default_route_devices(self) -> set[int]:
+        """ifindexes that carry an IPv4 or IPv6 default route."""
+        devices = set()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for rtype, body in self.dump(RTM_GETROUTE, RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+                if rtype == RTM_NEWROUTE:
+                    devices.update(default_route_devices(body))
+        return devices
 
     def close(self) -> None:
         self.sock.close()

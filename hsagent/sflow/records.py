@@ -23,6 +23,7 @@ def _declare(registry, fmt, name, fields, enterprise=0, min_fields=None):
     spec = Struct(name, fields, min_fields=min_fields)
     spec.tag = (enterprise << 12) | fmt
     spec.value_type.spec = spec
+    spec.value_type.__module__ = __name__  # so values pickle (tests pass them between processes)
     registry[spec.tag] = spec
     return spec.value_type
 
@@ -54,12 +55,14 @@ SampledHeader = flow_record(1, "sampled_header", [
 ])
 
 SampledEthernet = flow_record(2, "sampled_ethernet", [
-    ("length", U32, "ethernet_frame_length"),
-    ("src_mac", MAC, "ethernet_src_mac"),
-    ("dst_mac", MAC, "ethernet_dst_mac"),
+    ("length", U32, "ethernet_len"),
+    ("src_mac", MAC, "ethernet_src"),
+    ("dst_mac", MAC, "ethernet_dst"),
     ("type", U32, "ethernet_type"),
 ])
 
+# sflowtool names the ports of 0:3/0:4 after the protocol (TCPSrcPort, UDPDstPort, ICMPType):
+# sflow/text.py prints them that way.
 SampledIpv4 = flow_record(3, "sampled_ipv4", [
     ("length", U32, "sampledPacketSize"),
     ("protocol", U32, "IPProtocol"),
@@ -79,7 +82,7 @@ SampledIpv6 = flow_record(4, "sampled_ipv6", [
     ("src_port", U32, "srcPort"),
     ("dst_port", U32, "dstPort"),
     ("tcp_flags", U32, "TCPFlags"),
-    ("priority", U32, "IPTOS"),
+    ("priority", U32, "priority"),
 ])
 
 ExtendedSwitch = flow_record(1001, "extended_switch", [
@@ -147,6 +150,7 @@ ADAPTER = Struct("adapter", [
     ("macs", Array(MAC), "MACs"),
 ])
 Adapter = ADAPTER.value_type
+Adapter.__module__ = __name__
 
 HostAdapters = counter_record(2001, "host_adapters", [
     ("adapters", Array(ADAPTER), "adaptors"),
