@@ -84,7 +84,6 @@ class Settings:
     switchport: str | None = None  # regex: matching interfaces are sampled switch ports
     nflog: NflogSettings | None = None
     psample: PsampleSettings | None = None
-    ovs: bool = False
     user: str | None = None  # drop privileges to this user after start-up (None: stay)
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 

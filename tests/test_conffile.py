@@ -65,7 +65,7 @@ def test_every_example_in_hsflowds_conf_uncommented():
     assert settings.pcap_devs == ("docker0", "eth0", "eth1")
     assert settings.nflog == NflogSettings(group=5, probability=0.0025)
     assert settings.psample == PsampleSettings(group=1)
-    assert settings.docker and settings.ovs
+    assert settings.docker
 
     lines = uncommented.split("\n")
     warned = {}
@@ -98,7 +98,7 @@ def test_etc_hsagent_conf_examples_all_parse():
     assert warnings == []
     assert settings.receivers == (Receiver("127.0.0.1", 6343), Receiver("2001:db8::10", 6343))
     assert (settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) == ("example.com", "192.0.2.53", 5353)
-    assert settings.user == "nobody" and settings.switchport == "swp.*"
+    assert settings.user == "hsagent" and settings.switchport == "swp.*"
     assert settings.nflog == NflogSettings(5, 0.0025, "eth.*")
 
 
@@ -187,7 +187,6 @@ def test_blocks():
         collector { ip = 192.0.2.1 }
         dns-sd { domain = .example.net  server = ::1  port = 5353 }
         docker { }
-        ovs { }
         pcap { dev = eth0 }
         pcap { dev = veth-a.1 }
         nflog { group = 7  probability = 0.5  interfaces = "en(p|s)[0-9]+" }
@@ -197,12 +196,12 @@ def test_blocks():
     assert settings.receivers == (Receiver("::1", 6344), Receiver("192.0.2.1", 6343))
     assert (settings.dnssd, settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) == (
         True, "example.net", "::1", 5353)
-    assert settings.docker and settings.ovs
+    assert settings.docker
     assert settings.pcap_devs == ("eth0", "veth-a.1")
     assert settings.nflog == NflogSettings(7, 0.5, "en(p|s)[0-9]+")
     assert settings.psample == PsampleSettings(4)
     assert file_origins(settings) == {"receivers", "dnssd", "dnssd_domain", "dnssd_server", "dnssd_port",
-                                      "docker", "ovs", "pcap_devs", "nflog", "psample"}
+                                      "docker", "pcap_devs", "nflog", "psample"}
 
 
 def test_empty_module_blocks_take_defaults():

@@ -173,7 +173,6 @@ BLOCKS = {block.name: block for block in (
                      "port": ("dnssd_port", ranged("udpport"))},  # hsagent's extension
           enable_dnssd),
     Block("docker", {}, enable("docker")),
-    Block("ovs", {}, enable("ovs")),
     Block("nflog", {"group": ("group", ranged("nflog.group")),
                     "probability": ("probability", probability),
                     "interfaces": ("interfaces", regex)}, enable("nflog", NflogSettings)),
