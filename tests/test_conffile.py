@@ -77,7 +77,7 @@ def test_every_example_in_hsflowds_conf_uncommented():
         warned[name] = line
     assert set(warned) == {"sampling.http", "sampling.app.myapp", "json", "speed", "pcap", "ulog",
                            "egress", "dent", "dropmon", "nvml", "xen", "kvm", "tcp", "systemd",
-                           "dbus", "eapi"}
+                           "dbus", "eapi", "ovs"}
 
 
 def test_etc_hsagent_conf_works_out_of_the_box():
