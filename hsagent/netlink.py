@@ -10,6 +10,7 @@ byte order. The socket functions are thin I/O; `messages`, `attributes`, `parse_
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -269,6 +270,22 @@ class Dumper:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def pending_datagrams(sock: socket.socket, size: int, limit: int) -> Iterator[bytes]:
+    """Up to `limit` datagrams queued on a non-blocking netlink socket.
+
+    An overrun (ENOBUFS: the kernel dropped messages for us) is skipped: the samplers count
+    the loss from the gaps in the kernel's sequence numbers.
+    """
+    for _ in range(limit):
+        try:
+            yield sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            if err.errno != errno.ENOBUFS:
+                raise
 
 
 def pending_link_events(sock: socket.socket) -> Iterator[tuple[int, Link]]:

@@ -15,7 +15,6 @@ framing); the socket and the iptables calls are thin wrappers around it.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import socket
@@ -23,7 +22,7 @@ import struct
 import subprocess
 from typing import NamedTuple
 
-from ..netlink import NLATTR, NLMSGHDR, attributes, messages
+from ..netlink import NLATTR, NLMSGHDR, attributes, messages, pending_datagrams
 from ..sflow.datagram import INTERNAL_INTERFACE
 from . import flows
 from .afpacket import set_receive_buffer
@@ -270,15 +269,7 @@ class NflogSampler:
 
     def read(self) -> list:
         samples = []
-        while len(samples) < self.batch:
-            try:
-                buf = self._sock.recv(RECEIVE_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                continue  # the kernel overran our buffer: the sequence gap counts the loss
+        for buf in pending_datagrams(self._sock, RECEIVE_SIZE, self.batch):
             samples += decode_samples(buf, self.counts, self.rate, self.header_bytes)
         return samples
 

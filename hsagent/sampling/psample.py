@@ -11,12 +11,11 @@ The family and group ids are resolved with pyroute2; reading and parsing is plai
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 from typing import NamedTuple
 
-from ..netlink import attributes, messages
+from ..netlink import attributes, messages, pending_datagrams
 from . import flows
 from .afpacket import set_receive_buffer
 
@@ -141,15 +140,7 @@ class PsampleSampler:
 
     def read(self) -> list:
         samples = []
-        while len(samples) < self.batch:
-            try:
-                buf = self._sock.recv(RECEIVE_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                continue  # overrun: the group sequence gap counts the loss
+        for buf in pending_datagrams(self._sock, RECEIVE_SIZE, self.batch):
             samples += decode_samples(buf, self.family, self.group, self.counts, self.rate,
                                       self.header_bytes)
         return samples
