@@ -294,3 +294,18 @@ def test_check_prints_settings_and_their_origins(config, receiver):
     assert "20" in lines["polling"] and "[file]" in lines["polling"]
     assert "[default]" in lines["sampling"]
     assert f"127.0.0.1:{receiver.port}" in lines["receivers"]
+
+
+def test_status_shows_the_running_agents_telemetry(receiver, config, tmp_path):
+    agent = start_agent(config(receiver, body="  polling = 1"), tmp_path)
+    status = lambda: subprocess.run([*HSAGENT, "status", "--runtime-dir", str(tmp_path)],
+                                    capture_output=True, text=True, timeout=30)
+    try:
+        assert receiver.wait_for(lambda r: r.raw, timeout=10)
+        result = status()
+        assert result.returncode == 0, result.stdout
+        assert f"pid {agent.pid}" in result.stdout and "datagrams_sent" in result.stdout
+        assert f"127.0.0.1:{receiver.port}" in result.stdout
+    finally:
+        stop(agent)
+    assert status().returncode == 3
