@@ -168,16 +168,24 @@ def parse_blkio(text: str) -> tuple[int, int]:
 
 # --- readers (each raises OSError when the cgroup is gone) -----------------------------
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+def read_text(path: str) -> str:
+    """A small kernel file in full. Raw os calls: half the CPU of open() with a text wrapper,
+    which matters when a poll reads several files for each of hundreds of containers."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
 
 
 def cpu_ms(dirs: CgroupDirs) -> int:
     """CPU time used by the cgroup, in milliseconds."""
     if dirs.version == 2:
-        return parse_keyed(_read(dirs.cpu + "/cpu.stat"), "usage_usec") // 1000
-    return int(_read(dirs.cpu + "/cpuacct.usage")) // 1_000_000
+        return parse_keyed(read_text(dirs.cpu + "/cpu.stat"), "usage_usec") // 1000
+    return int(read_text(dirs.cpu + "/cpuacct.usage")) // 1_000_000
 
 
 def memory(dirs: CgroupDirs) -> Memory:
@@ -185,14 +193,17 @@ def memory(dirs: CgroupDirs) -> Memory:
         usage, limit = "memory.current", "memory.max"
     else:
         usage, limit = "memory.usage_in_bytes", "memory.limit_in_bytes"
-    return Memory(int(_read(f"{dirs.memory}/{usage}")), parse_limit(_read(f"{dirs.memory}/{limit}")))
+    return Memory(int(read_text(f"{dirs.memory}/{usage}")),
+                  parse_limit(read_text(f"{dirs.memory}/{limit}")))
 
 
 def block_io(dirs: CgroupDirs) -> BlockIo:
     if dirs.version == 2:
-        return parse_io_stat(_read(dirs.io + "/io.stat"))
-    read_bytes, write_bytes = parse_blkio(_read(dirs.io + "/blkio.throttle.io_service_bytes"))
-    reads, writes = parse_blkio(_read(dirs.io + "/blkio.throttle.io_serviced"))
+        return parse_io_stat(read_text(dirs.io + "/io.stat"))
+    # Recent kernels count these v1 files only in cgroups that have a throttle rule (any
+    # blkio.throttle.*_device limit); v2's io.stat always counts.
+    read_bytes, write_bytes = parse_blkio(read_text(dirs.io + "/blkio.throttle.io_service_bytes"))
+    reads, writes = parse_blkio(read_text(dirs.io + "/blkio.throttle.io_serviced"))
     return BlockIo(read_bytes, write_bytes, reads, writes)
 
 

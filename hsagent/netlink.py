@@ -22,10 +22,14 @@ NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_NEWNSID, RTM_GETNSID = 88, 90
 RTM_NEWSTATS, RTM_GETSTATS = 92, 94
 RTMGRP_LINK = 0x1  # multicast group bit of RTNLGRP_LINK
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE = 1, 3, 16
+IFLA_TARGET_NETNSID = 46  # dump the links of another network namespace, by its id
+NETNSA_NSID, NETNSA_PID = 1, 2
+NETNSA_NSID_NOT_ASSIGNED = -1
 IFLA_STATS_LINK_64 = 1  # attribute of RTM_NEWSTATS; filter_mask bit 1 << (1 - 1)
 IF_OPER_UP = 6
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
@@ -42,6 +46,7 @@ IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops, ifindex
 NLATTR = struct.Struct("=HH")  # length, type
+RTGENMSG = struct.Struct("=Bxxx")  # family, padded
 NLMSGERR = struct.Struct("=i")  # -errno, then the offending request
 ATTR_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
@@ -182,6 +187,12 @@ def default_route_devices(body) -> list[int]:
     return hops
 
 
+def attribute(atype: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    length = NLATTR.size + len(payload)
+    return NLATTR.pack(length, atype) + payload + bytes(-length % 4)
+
+
 def _error_code(body) -> int:
     return -NLMSGERR.unpack_from(body, 0)[0]
 
@@ -236,12 +247,41 @@ class Dumper:
                     raise NetlinkError(code, f"netlink dump {mtype}: {os.strerror(code)}")
                 yield rtype, body
 
-    def links(self) -> Iterator[Link]:
-        for rtype, body in self.dump(RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+    def request(self, mtype: int, header: bytes) -> memoryview:
+        """One request, one answer (its body); raises NetlinkError for an error answer."""
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST, self._seq, 0)
+                       + header)
+        while True:
+            for rtype, _, seq, body in messages(self.sock.recv(RECV_BYTES)):
+                if seq != self._seq:
+                    continue
+                if rtype == NLMSG_ERROR:
+                    code = _error_code(body)
+                    raise NetlinkError(code, f"netlink request {mtype}: {os.strerror(code)}")
+                return body
+
+    def links(self, netnsid: int | None = None) -> Iterator[Link]:
+        """Every link; with `netnsid`, those of that network namespace (needs CAP_NET_ADMIN,
+        not root: no setns, so an unprivileged agent can list a container's interfaces)."""
+        header = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        if netnsid is not None:
+            header += attribute(IFLA_TARGET_NETNSID, struct.pack("=i", netnsid))
+        for rtype, body in self.dump(RTM_GETLINK, header):
             if rtype == RTM_NEWLINK:
                 link = parse_link(body)
                 if link is not None:
                     yield link
+
+    def netnsid_of_pid(self, pid: int) -> int | None:
+        """Our id for the network namespace of process `pid`; None if it has none yet."""
+        body = self.request(RTM_GETNSID, RTGENMSG.pack(socket.AF_UNSPEC)
+                            + attribute(NETNSA_PID, struct.pack("=I", pid)))
+        attrs = attributes(body, RTGENMSG.size)
+        if NETNSA_NSID not in attrs:
+            return None
+        nsid = struct.unpack_from("=i", attrs[NETNSA_NSID])[0]
+        return None if nsid == NETNSA_NSID_NOT_ASSIGNED else nsid
 
     def link_stats(self) -> Iterator[tuple[int, LinkStats]]:
         """64-bit counters of every interface: one RTM_GETSTATS dump."""

@@ -1,4 +1,4 @@
-"""hsagent.cgroups: the pure parsers on recorded kernel text, and the readers on this host's cgroups."""
+"""hsagent.cgroups: pure parsers on recorded kernel text; readers on this host's own cgroups."""
 
 import os
 import resource

@@ -73,13 +73,12 @@ def remove_test_containers(client):
 @pytest.fixture
 def collector(image):
     col = dockmod.Collector(Settings(docker=True))
-    wait_for(col, lambda: col._watcher._client is not None and col.containers is not None)
     yield col
     col.close()
 
 
 def wait_for(col, condition, timeout=5.0) -> float:
-    """Run the agent-loop side (select on fileno, handle_events) until condition(); seconds taken."""
+    """Play the agent loop (select on fileno, handle_events) until condition(); seconds taken."""
     started = time.monotonic()
     with selectors.DefaultSelector() as sel:
         sel.register(col.fileno(), selectors.EVENT_READ)

@@ -8,11 +8,11 @@ applies them to the container table. Polls read only small kernel files, never t
 cgroup CPU/memory/block I/O (hsagent.cgroups) and /proc/<pid>/net/dev for network totals.
 
 Adapters (ifIndex and MAC inside the container's network namespace) are read once per container
-start, not per poll: a throwaway thread joins the namespace with setns(2) (which changes only
-the calling thread) and asks the kernel with if_nametoindex and SIOCGIFHWADDR for each
-interface /proc/<pid>/net/dev lists. Reading /proc/<pid>/root/sys/class/net instead would trust
-files the container controls (it may unmount or replace its /sys), and inspect's MacAddress
-does not say which interface it belongs to.
+start, not per poll, on the agent's thread, with one rtnetlink link dump of that namespace named by its id
+(IFLA_TARGET_NETNSID). That needs CAP_NET_ADMIN, which the agent keeps, where joining the
+namespace with setns(2) would need CAP_SYS_ADMIN, which it drops. Reading
+/proc/<pid>/root/sys/class/net instead would trust files the container controls, and inspect's
+MacAddress does not say which interface it belongs to.
 
 When dockerd goes away the table is kept (with --live-restore the containers keep running and
 are still polled); the thread reconnects with backoff, re-lists, and containers that survived
@@ -21,22 +21,17 @@ keep their ds_index because indexes are keyed by container id.
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import logging
 import math
 import os
-import platform
 import queue
-import socket
-import struct
 import threading
 import zlib
 from typing import NamedTuple
 
 import docker
 
-from .. import cgroups
+from .. import cgroups, netlink
 from ..sflow import records
 from ..sflow.datagram import DS_LOGICAL, DS_PHYSICAL, CountersSample
 from .host import machine_type
@@ -51,8 +46,6 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
 WATCHED_ACTIONS = ("start", "die", "destroy", "rename", "pause", "unpause", "stop", "kill")
 MAX_ADAPTERS = 32
 U32_MASK = 0xFFFFFFFF
-CLONE_NEWNET = 0x40000000
-SIOCGIFHWADDR = 0x8927
 
 
 # --- what a container is, from docker inspect (pure) -----------------------------------
@@ -165,63 +158,37 @@ def virt_disk_io(io: cgroups.BlockIo) -> records.VirtDiskIo:
 
 # --- thin I/O --------------------------------------------------------------------------
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+def read_adapters(pid: int) -> tuple:
+    """The container's interfaces (not loopback), from a link dump of its network namespace.
 
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
-
-def _interfaces_here(names: list[str]) -> list[records.Adapter]:
-    """ifIndex and MAC of each named interface in this thread's network namespace."""
-    adapters = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for name in names[:MAX_ADAPTERS]:
-            try:
-                request = struct.pack("16s16x", name.encode())
-                mac = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)[18:24]
-                adapters.append(records.Adapter(socket.if_nametoindex(name), [mac]))
-            except OSError:  # gone between listing and asking
-                continue
-    return adapters
-
-
-def read_adapters(pid: int, proc: str = PROC) -> tuple:
-    """The container's adapters, asked for from inside its network namespace."""
-    names, _ = parse_net_dev(_read(f"{proc}/{pid}/net/dev"))
-    result, failure = [], []
-
-    def inside():
-        try:
-            with open(f"{proc}/{pid}/ns/net") as ns:
-                _setns(ns.fileno())  # this thread only; it ends right after
-            result.extend(_interfaces_here(names))
-        except OSError as e:
-            failure.append(e)
-
-    worker = threading.Thread(target=inside, name="hsagent-netns", daemon=True)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return tuple(result)
+    A container on the host's network (or with none) has no namespace id of its own: no adapters.
+    """
+    dumper = netlink.Dumper()
+    try:
+        nsid = dumper.netnsid_of_pid(pid)
+        if nsid is None:
+            return ()
+        links = [link for link in dumper.links(nsid) if not link.flags & netlink.IFF_LOOPBACK and link.mac]
+    finally:
+        dumper.close()
+    return tuple(records.Adapter(link.index, [link.mac]) for link in links[:MAX_ADAPTERS])
 
 
 def locate(container: Container, layout: cgroups.Layout, proc: str = PROC) -> Container:
-    """The container with its cgroup directories and adapters filled in (raises OSError)."""
-    dirs = cgroups.process_cgroup_dirs(container.pid, layout, proc)
-    return container._replace(dirs=dirs, adapters=read_adapters(container.pid, proc))
+    """The container with its cgroup directories filled in (raises OSError)."""
+    return container._replace(dirs=cgroups.process_cgroup_dirs(container.pid, layout, proc))
+
+
+def adapters_of(container: Container) -> tuple:
+    try:
+        return read_adapters(container.pid)
+    except OSError as err:  # e.g. no CAP_NET_ADMIN: still a container, just no adapter list
+        log.debug("no adapters for container %s: %s", container.name, err)
+        return ()
 
 
 # --- the events thread -----------------------------------------------------------------
@@ -329,7 +296,7 @@ class Collector:
         self.proc = proc
         self.host_memory = host_memory_bytes()
         uname = os.uname()
-        self._machine_type = machine_type(uname.machine or platform.machine())
+        self._machine_type = machine_type(uname.machine)
         self._os_release = uname.release
         self.containers: dict[str, Container] = {}  # by id
         self.indexes: dict[str, int] = {}  # container id -> ds_index, for its lifetime
@@ -396,6 +363,11 @@ class Collector:
             self._upsert(container)
 
     def _upsert(self, container: Container) -> None:
+        # Adapters are read here, on the agent's thread: after the switch to an unprivileged
+        # user only this thread keeps CAP_NET_ADMIN (capabilities are per thread).
+        previous = self.containers.get(container.id)
+        same_process = previous is not None and previous.pid == container.pid
+        container = container._replace(adapters=previous.adapters if same_process else adapters_of(container))
         if container.id not in self.indexes:
             index = assign_index(container.id, self._by_index)
             self.indexes[container.id] = index
@@ -415,12 +387,13 @@ class Collector:
 
     def _sample(self, c: Container, index: int) -> CountersSample | None:
         """All blocks for one container; None if it vanished meanwhile (no made-up values)."""
+        net_dev = f"{self.proc}/{c.pid}/net/dev"
         blocks = {}
-        readers = (
+        readers = (  # in hsflowd's record order
             ("disk", lambda: virt_disk_io(cgroups.block_io(c.dirs))),
             ("memory", lambda: virt_memory(cgroups.memory(c.dirs), self.host_memory)),
             ("cpu", lambda: virt_cpu(c, cgroups.cpu_ms(c.dirs))),
-            ("net", lambda: virt_net_io(parse_net_dev(_read(f"{self.proc}/{c.pid}/net/dev"))[1])),
+            ("net", lambda: virt_net_io(parse_net_dev(cgroups.read_text(net_dev))[1])),
         )
         for block, read in readers:
             try:
