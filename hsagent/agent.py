@@ -54,6 +54,7 @@ class Agent:
         self.file_settings = settings  # defaults <- config file; DNS-SD overlays this
         self.settings: Settings | None = None  # what is in force
         self._dnssd = None  # the DNS-SD watcher, while DNSSD is on
+        self._dnssd_lib = None  # hsagent.config.dnssd, imported once DNSSD is on
         self._dnssd_key = None  # (domain, server, port) the watcher was built for
         self.dns_result = None  # the last good DNS-SD answer
         self._reload_config = reload_config
@@ -85,9 +86,7 @@ class Agent:
 
     def _effective(self) -> Settings:
         if self._dnssd_key is not None and self.dns_result is not None:
-            from .config import dnssd
-
-            return dnssd.apply(self.file_settings, self.dns_result)
+            return self._dnssd_lib.apply(self.file_settings, self.dns_result)
         return self.file_settings
 
     def _configure_dnssd(self, settings: Settings) -> None:
@@ -104,15 +103,13 @@ class Agent:
         if key is not None:
             from .config import dnssd  # dnspython is loaded only when DNS-SD is on
 
+            self._dnssd_lib = dnssd
             self._dnssd = dnssd.DnsSdWatcher(settings)
             self._selector.register(self._dnssd.fileno(), selectors.EVENT_READ, self._on_dnssd)
 
     def _on_dnssd(self) -> None:
         result = self._dnssd.handle_events()
-        if result is not None:
-            from .config import dnssd
-
-            log.info("DNS-SD: %s", dnssd.describe(result))
+        if result is not None:  # the watcher has logged what changed
             self.dns_result = result
             self.apply(self._effective())
 
@@ -120,11 +117,9 @@ class Agent:
         """One blocking DNS-SD lookup (hsagent --once cannot wait for the watcher)."""
         if self._dnssd_key is None:
             return
-        from .config import dnssd
-
         try:
-            self.dns_result = dnssd.lookup(self.file_settings)
-        except dnssd.DnsSdError as err:
+            self.dns_result = self._dnssd_lib.lookup(self.file_settings)
+        except self._dnssd_lib.DnsSdError as err:
             log.warning("DNS-SD: %s; using the config file's settings", err)
             return
         self.apply(self._effective())

@@ -104,11 +104,16 @@ def _discover(args) -> int:
     return 0
 
 
-def _print_datagram(data: bytes) -> None:
+def _datagram_printer():
+    """--print: each datagram sent, as `hsagent decode` shows it. Imported now, while the
+    agent may still read every file (it may run as an unprivileged user later)."""
     from .sflow.datagram import decode_datagram
     from .sflow.text import datagram_lines
 
-    print("\n".join(datagram_lines(decode_datagram(data), len(data))), flush=True)
+    def print_datagram(data: bytes) -> None:
+        print("\n".join(datagram_lines(decode_datagram(data), len(data))), flush=True)
+
+    return print_datagram
 
 
 def _status(args) -> int:
@@ -146,7 +151,7 @@ def _run(args) -> int:
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
     agent = Agent(settings, reload_config=lambda: conffile.load(args.config)[0],
-                  on_datagram=_print_datagram if args.print_datagrams else None,
+                  on_datagram=_datagram_printer() if args.print_datagrams else None,
                   auto_file=args.auto_file,
                   status_file=None if args.once else os.path.join(args.runtime_dir, "status"))
     try:
