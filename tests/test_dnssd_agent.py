@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Receiver, record_of
+from conftest import HSAGENT, Receiver, record_of
 from hsagent.sflow import records as R
 from test_agent import agent_log, start_agent, stop
 
@@ -152,3 +152,22 @@ def test_zero_srv_answers_stop_sending(named, receiver, tmp_path):
         assert "collector=" not in (tmp_path / "hsagent.auto").read_text()
     finally:
         stop(agent)
+
+
+def test_check_and_discover_show_dns_values_and_their_origin(named, receiver, tmp_path):
+    named.serve(srv(receiver.port) + txt("txtvers=1", "polling=20", "sampling.10G=2000"))
+    conf = tmp_path / "hsagent.conf"
+    conf.write_text(f"sflow {{\n  sampling = 300\n  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 "
+                    f"port = {named.port} }}\n}}\n")
+    check = subprocess.run([*HSAGENT, "check", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    rows = {line.split()[0]: line for line in check.stdout.splitlines() if line.strip()}
+    assert rows["receivers"].split()[1:] == [f"127.0.0.1:{receiver.port}", "[dns]"]
+    assert rows["polling"].split()[1:] == ["20", "[dns]"]
+    assert rows["sampling"].split()[1:] == ["300", "[file]"]
+    assert rows["header_bytes"].split()[1:] == ["128", "[default]"]
+    discover = subprocess.run([*HSAGENT, "discover", "-c", str(conf)], capture_output=True, text=True,
+                              timeout=30).stdout
+    assert f"query: _sflow._udp.{ZONE}." in discover
+    assert f"_sflow._udp.{ZONE}. 10 IN SRV 0 0 {receiver.port} collector1.{ZONE}." in discover
+    assert "smallest TTL: 10" in discover
