@@ -50,8 +50,10 @@ RTGENMSG = struct.Struct("=Bxxx")  # family, padded
 NLMSGERR = struct.Struct("=i")  # -errno, then the offending request
 ATTR_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
-# The first nine u64s of struct rtnl_link_stats64; the kernel appends fields at the end only.
-LINK_STATS64 = struct.Struct("=9Q")
+# The first 21 u64s of struct rtnl_link_stats64 (through tx_window_errors, present on every
+# kernel with RTM_GETSTATS); the kernel appends fields at the end only.
+LINK_STATS64 = struct.Struct("=21Q")
+ARPHRD_ETHER = 1
 
 SO_RCVBUFFORCE = 33  # not exported by the socket module; asm-generic/socket.h
 RECV_BYTES = 1 << 16  # a dump part is at most 32 KiB (and a page-size multiple) today
@@ -66,10 +68,12 @@ class Link(NamedTuple):
     flags: int  # IFF_* as dev_get_flags() reports them
     operstate: int  # IF_OPER_*; 0 = unknown
     mac: bytes  # b"" when the device has none
+    arphrd: int = ARPHRD_ETHER  # link type, ARPHRD_*
 
 
 class LinkStats(NamedTuple):
-    """The leading fields of struct rtnl_link_stats64."""
+    """The leading fields of struct rtnl_link_stats64. The detailed errors map to 802.3
+    counters as the kernel's if_link.h documents them (see collectors/interfaces.py)."""
 
     rx_packets: int
     tx_packets: int
@@ -80,6 +84,18 @@ class LinkStats(NamedTuple):
     rx_dropped: int
     tx_dropped: int
     multicast: int  # received
+    collisions: int = 0
+    rx_length_errors: int = 0
+    rx_over_errors: int = 0
+    rx_crc_errors: int = 0
+    rx_frame_errors: int = 0
+    rx_fifo_errors: int = 0
+    rx_missed_errors: int = 0
+    tx_aborted_errors: int = 0
+    tx_carrier_errors: int = 0
+    tx_fifo_errors: int = 0
+    tx_heartbeat_errors: int = 0
+    tx_window_errors: int = 0
 
 
 class Address(NamedTuple):
@@ -128,13 +144,13 @@ def parse_link(body) -> Link | None:
     Bridge ports also get RTM_NEWLINK/RTM_DELLINK with family AF_BRIDGE when they join or
     leave a bridge; those say nothing about the device itself existing.
     """
-    family, _, index, flags, _ = IFINFOMSG.unpack_from(body, 0)
+    family, arphrd, index, flags, _ = IFINFOMSG.unpack_from(body, 0)
     if family != socket.AF_UNSPEC:
         return None
     attrs = attributes(body, IFINFOMSG.size)
     name = bytes(attrs.get(IFLA_IFNAME, b"")).split(b"\0", 1)[0].decode("utf-8", "replace")
     operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else 0
-    return Link(index, name, flags, operstate, bytes(attrs.get(IFLA_ADDRESS, b"")))
+    return Link(index, name, flags, operstate, bytes(attrs.get(IFLA_ADDRESS, b"")), arphrd)
 
 
 def parse_stats(body) -> tuple[int, LinkStats] | None:

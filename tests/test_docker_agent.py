@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 
 from conftest import HSAGENT, record_of
 from hsagent.sflow import records as R

@@ -23,12 +23,13 @@ from pathlib import Path
 import pytest
 
 from hsagent import netlink
-from hsagent.collectors.interfaces import (Collector, IFTYPE_ETHERNET, Port, direction,
-                                           if_counters, if_status, needs_sysfs, speed_bps)
+from hsagent.collectors.interfaces import (Collector, IFTYPE_ETHERNET, Port, counters_sample, direction,
+                                           ethernet_counters, if_counters, if_status, needs_sysfs,
+                                           speed_bps)
 from hsagent.netlink import Link, LinkStats
 from hsagent.settings import Settings
 from hsagent.sflow.datagram import Datagram, decode_datagram, encode_datagram
-from hsagent.sflow.records import IfCounters, PortName
+from hsagent.sflow.records import EthernetCounters, IfCounters, PortName
 from hsagent.sflow.xdr import U32_MAX
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,13 +49,13 @@ def nlattr(atype: int, payload: bytes) -> bytes:
 
 
 def test_parse_stats_reads_rtnl_link_stats64():
-    # 25 u64s as a 6.x kernel sends them; only the first nine matter to us.
+    # 25 u64s as a 6.x kernel sends them; the first 21 matter to us.
     values = list(range(101, 126))
     body = (netlink.IF_STATS_MSG.pack(0, 7, 1)
             + nlattr(netlink.IFLA_STATS_LINK_64, struct.pack("=25Q", *values)))
     [(mtype, _, seq, parsed_body)] = list(netlink.messages(nlmsg(netlink.RTM_NEWSTATS, body, 9)))
     assert (mtype, seq) == (netlink.RTM_NEWSTATS, 9)
-    assert netlink.parse_stats(parsed_body) == (7, LinkStats(*values[:9]))
+    assert netlink.parse_stats(parsed_body) == (7, LinkStats(*values[:21]))
     # A reply without the 64-bit block (or with a short one) gives nothing, not zeros.
     assert netlink.parse_stats(netlink.IF_STATS_MSG.pack(0, 7, 1)) is None
     short = netlink.IF_STATS_MSG.pack(0, 7, 1) + nlattr(1, struct.pack("=4Q", 1, 2, 3, 4))
@@ -66,7 +67,7 @@ def test_parse_link_and_bridge_port_news():
              + nlattr(netlink.IFLA_OPERSTATE, b"\x06") + nlattr(99, b"ignored!"))
     flags = netlink.IFF_UP | netlink.IFF_RUNNING
     body = netlink.IFINFOMSG.pack(socket.AF_UNSPEC, 1, 12, flags, 0) + attrs
-    assert netlink.parse_link(body) == Link(12, "swp1", flags, netlink.IF_OPER_UP, bytes(range(6)))
+    assert netlink.parse_link(body) == Link(12, "swp1", flags, netlink.IF_OPER_UP, bytes(range(6)), 1)
     bridge = netlink.IFINFOMSG.pack(socket.AF_BRIDGE, 1, 12, flags, 0) + attrs
     assert netlink.parse_link(bridge) is None
 
@@ -87,6 +88,22 @@ def test_if_counters_from_stats():
         in_broadcast_pkts=U32_MAX, in_discards=3, in_errors=1, in_unknown_protos=U32_MAX,
         out_octets=2**41, out_ucast_pkts=20, out_multicast_pkts=U32_MAX,
         out_broadcast_pkts=U32_MAX, out_discards=4, out_errors=2, promiscuous_mode=1)
+
+
+def test_ethernet_counters_from_the_detailed_errors():
+    values = dict(zip(LinkStats._fields, range(1, 22)))
+    e = ethernet_counters(LinkStats(**values))
+    assert (e.dot3StatsAlignmentErrors, e.dot3StatsFCSErrors) == (values["rx_frame_errors"], values["rx_crc_errors"])
+    assert (e.dot3StatsSQETestErrors, e.dot3StatsLateCollisions) == (values["tx_heartbeat_errors"],
+                                                                       values["tx_window_errors"])
+    assert (e.dot3StatsExcessiveCollisions, e.dot3StatsCarrierSenseErrors) == (
+        values["tx_aborted_errors"], values["tx_carrier_errors"])
+    unknown = [name for name, value in e._asdict().items() if value == U32_MAX]
+    assert len(unknown) == 7
+    link = Link(5, "eth0", netlink.IFF_UP, 6, b"")
+    kinds = lambda link: [type(r).__name__ for r in counters_sample(Port(link, 0, 0), LinkStats(**values)).records]
+    assert kinds(link) == ["IfCounters", "EthernetCounters", "PortName"]
+    assert kinds(link._replace(arphrd=776)) == ["IfCounters", "PortName"]  # an ip6tnl tunnel
 
 
 def test_sysfs_text_and_flags():
@@ -145,8 +162,9 @@ class Worker:
         self.cpu = reply["cpu"]
         result = {}
         for sample in decode_datagram(bytes.fromhex(reply["datagram"])).samples:
-            counters, name = sample.records  # exactly two records, if_counters first
+            counters, ethernet, name = sample.records  # if_counters first, port_name last
             assert isinstance(counters, IfCounters) and isinstance(name, PortName)
+            assert isinstance(ethernet, EthernetCounters)  # veths are ARPHRD_ETHER
             assert sample.ds_class == 0 and sample.ds_index == counters.if_index
             result[counters.if_index] = counters, name
         return result

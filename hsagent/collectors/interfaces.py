@@ -17,7 +17,7 @@ from typing import NamedTuple
 from .. import netlink
 from ..netlink import IFF_LOOPBACK, IFF_PROMISC, IFF_RUNNING, IFF_UP, Link, LinkStats
 from ..sflow.datagram import DS_IFINDEX, CountersSample
-from ..sflow.records import IfCounters, PortName
+from ..sflow.records import EthernetCounters, IfCounters, PortName
 from ..sflow.xdr import U32_MAX
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,34 @@ def if_counters(port: Port, stats: LinkStats) -> IfCounters:
     )
 
 
+def ethernet_counters(stats: LinkStats) -> EthernetCounters:
+    """The dot3 counters Linux keeps, by the mapping include/uapi/linux/if_link.h documents;
+    the others (single/multiple collisions, deferrals, MAC errors, too-long frames, symbol
+    errors) have no Linux counter and go out as unknown."""
+    return EthernetCounters(
+        dot3StatsAlignmentErrors=stats.rx_frame_errors & U32_MAX,
+        dot3StatsFCSErrors=stats.rx_crc_errors & U32_MAX,
+        dot3StatsSingleCollisionFrames=UNKNOWN,
+        dot3StatsMultipleCollisionFrames=UNKNOWN,
+        dot3StatsSQETestErrors=stats.tx_heartbeat_errors & U32_MAX,
+        dot3StatsDeferredTransmissions=UNKNOWN,
+        dot3StatsLateCollisions=stats.tx_window_errors & U32_MAX,
+        dot3StatsExcessiveCollisions=stats.tx_aborted_errors & U32_MAX,
+        dot3StatsInternalMacTransmitErrors=UNKNOWN,
+        dot3StatsCarrierSenseErrors=stats.tx_carrier_errors & U32_MAX,
+        dot3StatsFrameTooLongs=UNKNOWN,
+        dot3StatsInternalMacReceiveErrors=UNKNOWN,
+        dot3StatsSymbolErrors=UNKNOWN,
+    )
+
+
 def counters_sample(port: Port, stats: LinkStats) -> CountersSample:
-    # if_counters before port_name: tshark only parses the pair cleanly in that order.
-    return CountersSample(DS_IFINDEX, port.link.index,
-                          [if_counters(port, stats), PortName(port.link.name)])
+    # port_name last: tshark does not know it and misreads whatever follows it.
+    records = [if_counters(port, stats)]
+    if port.link.arphrd == netlink.ARPHRD_ETHER:
+        records.append(ethernet_counters(stats))
+    records.append(PortName(port.link.name))
+    return CountersSample(DS_IFINDEX, port.link.index, records)
 
 
 def needs_sysfs(old: Link | None, new: Link) -> bool:
