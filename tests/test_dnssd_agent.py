@@ -26,15 +26,17 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
 
 
 class Named:
-    """named serving one zone on 127.0.0.1; `serve(records)` rewrites the zone and reloads it."""
+    """named serving one zone on 127.0.0.1 (of `netns`, if given); `serve(records)` rewrites
+    the zone and reloads it."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, netns=None):
         self.workdir, self.port, self.serial = workdir, free_port(), 1
         self.zone_file = workdir / f"{ZONE}.zone"
         self.serve("")
-        self.pid = int(subprocess.run(["bash", str(NAMED_SH), ZONE, str(self.zone_file), str(self.port),
-                                       str(workdir / "named")], capture_output=True, text=True,
-                                      check=True).stdout.split()[-1])
+        prefix = ["ip", "netns", "exec", netns.name] if netns else []
+        self.pid = int(subprocess.run([*prefix, "bash", str(NAMED_SH), ZONE, str(self.zone_file),
+                                       str(self.port), str(workdir / "named")], capture_output=True,
+                                      text=True, check=True).stdout.split()[-1])
 
     def serve(self, records: str) -> None:
         self.serial += 1

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import HSAGENT, record_of
+from test_dnssd_agent import ZONE, Named, srv, txt
 from hsagent.privileges import capability_mask
 from hsagent.sflow import records as R
 from hsagent.sflow.datagram import FlowSample, decode_datagram
@@ -72,13 +73,14 @@ def write_conf(directory, port, rate, user="root"):
 
 
 class AgentInNamespace:
-    """A receiver and the agent inside namespace A; datagrams are read when both have stopped."""
+    """A receiver and the agent inside namespace A; datagrams are read when both have stopped.
+    `conf(port)` writes the configuration file (default: write_conf at `rate`)."""
 
-    def __init__(self, ns, directory, rate, user="root"):
+    def __init__(self, ns, directory, rate=None, user="root", conf=None):
         self.ns, self.directory = ns, directory
         self.receiver = ns.popen(sys.executable, "-c", RECEIVER, stdout=subprocess.PIPE, text=True)
         self.port = int(self.receiver.stdout.readline())
-        self.conf = write_conf(directory, self.port, rate, user)
+        self.conf = conf(self.port) if conf else write_conf(directory, self.port, rate, user)
         self.log = open(os.path.join(directory, "agent.log"), "w")
         self.proc = ns.popen(*HSAGENT, "-f", "-c", self.conf, "--auto-file", os.path.join(directory, "auto"),
                              "--runtime-dir", directory, stderr=self.log)
@@ -168,3 +170,30 @@ def test_root_started_agent_runs_as_nobody_with_two_capabilities_and_keeps_sampl
     assert rates[0] == 100 and rates[-1] == 10 and rates == sorted(rates, reverse=True)
     assert [s.sequence for s in samples] == list(range(1, len(samples) + 1)), "a gap in the samples"
     assert within_4_sd(rates.count(10), seen, 10)
+
+
+def test_a_dns_sd_rate_change_swaps_the_filter_without_a_gap(pair, tmp_path):
+    a, b = pair
+    named = Named(tmp_path, netns=a)
+    try:
+        def dns_conf(port):
+            named.serve(srv(port, ttl=10) + txt("polling=2", "sampling.10G=100", ttl=10))
+            path = tmp_path / "hsagent.conf"
+            path.write_text(f"sflow {{\n user = root\n pcap {{ dev = a0 }}\n dns-sd {{ domain = .{ZONE} "
+                            f"server = 127.0.0.1 port = {named.port} }}\n}}\n")
+            return str(path)
+
+        agent = AgentInNamespace(a, str(tmp_path), conf=dns_conf)
+        send(b, 5_000)
+        named.serve(srv(agent.port, ttl=10) + txt("polling=2", "sampling.10G=10", ttl=10))
+        time.sleep(12)  # the TTL: the agent looks again within it
+        send(b, 5_000)
+        time.sleep(1.5)
+    finally:
+        named.stop()
+    assert agent.stop() == 0
+    samples = agent.flow_samples()
+    rates = [s.sampling_rate for s in samples]
+    assert rates[0] == 100 and rates[-1] == 10 and rates == sorted(rates, reverse=True)
+    assert [s.sequence for s in samples] == list(range(1, len(samples) + 1)), "a gap in the samples"
+    assert "sampling 1 in 10 (was 100)" in open(tmp_path / "agent.log").read()
