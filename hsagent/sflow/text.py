@@ -11,9 +11,6 @@ only the records sflowtool lays out differently have a printer of their own belo
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import struct
 import time
 from typing import Any, NamedTuple
 
@@ -21,7 +18,7 @@ from . import records as r
 from .datagram import CountersSample, Datagram, FlowSample, UnknownRecord
 from .headers import decode_header
 from .records import tag_text
-from .xdr import F32, IP4, IP6, PERCENT100, String
+from .xdr import IP4, IP6, String
 
 START_DATAGRAM = "startDatagram ================================="
 END_DATAGRAM = "endDatagram   ================================="
@@ -44,31 +41,9 @@ def address_text(address) -> str:
     return address.exploded if address.version == 6 else str(address)
 
 
-def _float32(x: float) -> float:
-    return struct.unpack("f", struct.pack("f", x))[0]
-
-
-def _percent100(value: int) -> tuple[str, Any]:
-    """sflowtool divides in single precision; -1 (all ones) means unknown."""
-    hundredths = value & 0xFFFFFFFF
-    if hundredths == 0xFFFFFFFF:
-        return "unknown", None
-    text = f"{_float32(_float32(hundredths) / _float32(100)):.2f}"
-    return text, float(text)
-
-
 def _render(xtype, value) -> tuple[str, Any]:
     """(text, JSON value) of one field."""
-    if xtype is IP6:
-        text = ipaddress.IPv6Address(value).exploded
-        return text, text
-    if xtype is PERCENT100:
-        return _percent100(value)
-    if xtype is F32:
-        text = f"{value:.3f}"
-        return text, float(text) if math.isfinite(value) else None  # JSON has no NaN
-    text = xtype.text(value)
-    return text, value if isinstance(value, int) else text
+    return xtype.text(value), xtype.json(value)
 
 
 def _port(fmt: int, value: int) -> tuple[str, Any]:
@@ -144,8 +119,8 @@ def _sampled_ipv4(rec: r.SampledIpv4) -> list[Entry]:
 
 def _sampled_ipv6(rec: r.SampledIpv6) -> list[Entry]:
     return [_str("flowSampleType", "IPV6"), _int("sampledPacketSize", rec.length),
-            _int("IPSize", rec.length), _str("srcIP6", _render(IP6, rec.src_ip)[0]),
-            _str("dstIP6", _render(IP6, rec.dst_ip)[0]), _int("IPProtocol", rec.protocol),
+            _int("IPSize", rec.length), _str("srcIP6", IP6.text(rec.src_ip)),
+            _str("dstIP6", IP6.text(rec.dst_ip)), _int("IPProtocol", rec.protocol),
             _int("priority", rec.priority), *_transport_ports(rec.protocol, rec)]
 
 

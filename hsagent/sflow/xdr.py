@@ -9,6 +9,7 @@ the others (strings, opaque data, arrays) go field by field.
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from collections import namedtuple
 from typing import Any, NamedTuple
@@ -57,7 +58,8 @@ def _hex(value: bytes) -> str:
 
 
 def _ip(value: bytes) -> str:
-    return str(ipaddress.ip_address(value))
+    """IPv4 dotted; IPv6 in full, 8 groups of 4 hex digits, as sflowtool prints it."""
+    return ipaddress.ip_address(value).exploded
 
 
 def _uuid(value: bytes) -> str:
@@ -65,19 +67,38 @@ def _uuid(value: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _float32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
 def _percent100(value: int) -> str:
-    return "unknown" if value == -1 else f"{value / 100:.2f}"
+    """-1 is unknown; sflowtool divides in single precision, so we do too."""
+    if value == -1:
+        return "unknown"
+    return f"{_float32(_float32(value) / _float32(100)):.2f}"
+
+
+def _percent100_json(value: int) -> float | None:
+    return None if value == -1 else float(_percent100(value))
+
+
+def _load(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _load_json(value: float) -> float | None:
+    return float(_load(value)) if math.isfinite(value) else None  # JSON has no NaN
 
 
 U32 = _Fixed("I")
 I32 = _Fixed("i")
 U64 = _Fixed("Q")
-F32 = _Fixed("f", text=lambda v: f"{v:.3f}")
+F32 = _Fixed("f", text=_load, json=_load_json)
 MAC = _Fixed("6s2x", text=_hex, json=_hex)  # 6 bytes + 2 bytes of XDR padding
 IP4 = _Fixed("4s", text=_ip, json=_ip)
 IP6 = _Fixed("16s", text=_ip, json=_ip)
 UUID = _Fixed("16s", text=_uuid, json=_uuid)  # opaque[16]: no length prefix (host spec erratum)
-PERCENT100 = _Fixed("i", text=_percent100)  # percent x 100, -1 = unknown
+PERCENT100 = _Fixed("i", text=_percent100, json=_percent100_json)  # percent x 100, -1 = unknown
 
 
 class String(XdrType):
@@ -105,7 +126,7 @@ class Opaque(XdrType):
         return _unpack_opaque(buf, off, end)
 
     def text(self, value: bytes) -> str:
-        return "-".join(f"{b:02X}" for b in value)
+        return value.hex("-").upper()
 
     json = text
 
