@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import os
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -34,8 +33,8 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from ..settings import (Receiver, Settings, check_cidr, check_ip, check_range, parse_speed_key,
-                        speed_key)
+from ..settings import Receiver, Settings, check_range, parse_speed_key, speed_key
+from .conffile import SFLOW_KEYS, integer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ JITTER = 0.1  # +-10 %, so a fleet started together does not query together
 # The longest meaningful pair is agent.cidr with a full IPv6 prefix (about 55 bytes); anything
 # much longer is a mistake, and is not worth echoing whole into the log.
 MAX_TXT_STRING = 128
-MAX_IFNAME = 15  # Linux IFNAMSIZ - 1
 
 
 class DnsSdError(Exception):
@@ -116,32 +114,9 @@ def _query_names(settings: Settings, resolv_conf: str) -> list[dns.name.Name]:
 
 # --- TXT -----------------------------------------------------------------------------------
 
-def _whole_number(text: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,10}", text):
-        raise ValueError(f"{text!r} is not a whole number")
-    return int(text)
-
-
-def _ranged(name: str):
-    return lambda text: check_range(name, _whole_number(text))
-
-
-def _interface_name(text: str) -> str:
-    if not 0 < len(text) <= MAX_IFNAME or "/" in text or text in (".", ".."):
-        raise ValueError(f"{text!r} is not an interface name")
-    return text
-
-
-# TXT key (lower case) -> (Settings attribute, check that turns the value text into the value)
-TXT_KEYS = {
-    "polling": ("polling", _ranged("polling")),
-    "sampling": ("sampling", _ranged("sampling")),
-    "sampling.bps_ratio": ("sampling_bps_ratio", _ranged("sampling.bps_ratio")),
-    "headerbytes": ("header_bytes", _ranged("headerBytes")),
-    "agent": ("agent", _interface_name),
-    "agent.cidr": ("agent_cidr", check_cidr),
-    "agentip": ("agent_ip", check_ip),
-}
+# The TXT keys hsflowd reads are config-file keys too: same attribute, same checks.
+TXT_KEYS = {key.lower(): SFLOW_KEYS[key] for key in (
+    "polling", "sampling", "sampling.bps_ratio", "headerBytes", "agent", "agent.cidr", "agentIP")}
 SPEED_PREFIX = "sampling."
 
 
@@ -172,7 +147,7 @@ def parse_string(raw: bytes) -> tuple[str, str | None, object] | None:
         speed = parse_speed_key(key[len(SPEED_PREFIX):])
         if not speed:
             raise ValueError("link speed 0 has no sampling rate")
-        return "sampling_by_speed", speed_key(speed), check_range("sampling", _whole_number(value))
+        return "sampling_by_speed", speed_key(speed), check_range("sampling", integer(value))
     raise ValueError(f"unknown key {key!r}")
 
 
