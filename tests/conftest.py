@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from typing import NamedTuple
 
@@ -83,6 +86,16 @@ def receiver6():
     r = Receiver(socket.AF_INET6, "::1")
     yield r
     r.close()
+
+
+@pytest.fixture
+def readable_dir():
+    """A directory an agent that switched to an unprivileged user can still read (and so
+    re-read its configuration on SIGHUP); pytest's tmp_path is root-only."""
+    path = Path(tempfile.mkdtemp(prefix="hsagent-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def record_of(sample, record_type):

@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 
 from conftest import HSAGENT, record_of
 from hsagent.sflow import records as R
 from test_docker import client, image, run  # noqa: F401  (fixtures: a real dockerd)
 
 
-def test_unprivileged_agent_reports_containers_and_virt_node(run, client, receiver):  # noqa: F811
+def test_unprivileged_agent_reports_containers_and_virt_node(run, client, receiver, readable_dir):  # noqa: F811
     containers = [run("sleep 600") for _ in range(2)]
-    directory = tempfile.mkdtemp(prefix="hsagent-test-")
-    os.chmod(directory, 0o755)
+    directory = str(readable_dir)
     conf = os.path.join(directory, "hsagent.conf")
     with open(conf, "w") as f:
         f.write(f"sflow {{\n DNSSD = off\n user = nobody\n polling = 2\n docker {{ }}\n"

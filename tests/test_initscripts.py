@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sysconfig
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,15 +21,6 @@ UNIT = TOP / "init" / "hsagent.service"
 # daemon by process name, which is the name of the script the kernel started.
 CONSOLE_SCRIPT = Path(sysconfig.get_path("scripts")) / "hsagent"
 LSB_NOT_RUNNING = 3
-
-
-@pytest.fixture
-def workdir():
-    """A directory the daemon can still read after it drops root (pytest's tmp_path is not)."""
-    path = Path(tempfile.mkdtemp(prefix="hso-init-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_conf(path: Path, receiver: Receiver, extra: str = "") -> None:
@@ -70,12 +60,12 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def init_script(workdir):
+def init_script(readable_dir):
     if not CONSOLE_SCRIPT.exists():
         pytest.skip(f"no installed hsagent console script at {CONSOLE_SCRIPT} (pip install .)")
     if os.geteuid() != 0:
         pytest.skip("the init script runs start-stop-daemon as root")
-    script = InitScript(workdir)
+    script = InitScript(readable_dir)
     yield script
     script("stop")  # also after a failed assertion
 

@@ -85,15 +85,6 @@ def installed(deb, services_stay_down):
         shutil.rmtree(staged, ignore_errors=True)
 
 
-@pytest.fixture
-def readable_dir():
-    """Configuration the agent can still read after it drops root (pytest's tmp_path is not)."""
-    path = Path(tempfile.mkdtemp(prefix="hso-pkg-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def write_conf(directory: Path, receiver: Receiver, extra: str = "") -> Path:
     conf = directory / "hsagent.conf"
     conf.write_text("sflow {\n  DNSSD = off\n"

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -54,13 +53,6 @@ def pair(netns):
     a.run("ip", "link", "set", "a0", "up")
     b.run("ip", "link", "set", "b0", "up")
     return a, b
-
-
-def world_readable_dir():
-    """The agent re-reads its config as the unprivileged user: keep it somewhere it can."""
-    path = tempfile.mkdtemp(prefix="hsagent-test-")
-    os.chmod(path, 0o755)
-    return path
 
 
 def write_conf(directory, port, rate, user="root"):
@@ -141,9 +133,9 @@ def read_status(pid):
     return dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
 
 
-def test_root_started_agent_runs_as_nobody_with_two_capabilities_and_keeps_sampling(pair):
+def test_root_started_agent_runs_as_nobody_with_two_capabilities_and_keeps_sampling(pair, readable_dir):
     a, b = pair
-    directory = world_readable_dir()
+    directory = str(readable_dir)
     agent = AgentInNamespace(a, directory, rate=100, user="nobody")
     try:
         # `ip netns exec` execs hsagent: the pid is the agent itself

@@ -44,7 +44,6 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------- values
 
-# Ranges of keys only the file has (settings.LIMITS holds the ones DNS-SD shares).
 def integer(text: str) -> int:
     """A whole number; like hsflowd, a K/M/G/T suffix multiplies (10K = 10000)."""
     if text.isascii() and text.isdigit():
