@@ -216,8 +216,9 @@ def test_cpu_of_a_burner(run, collector):
     second, t2 = bracketed_sample()
     assert first.nr_virt_cpu == 1
     per_second = (second.cpu_time - first.cpu_time) / (t2 - t1)
-    # Capped at one CPU by --cpus 1; other work on this 2-core machine may take some of it.
-    assert 250 <= per_second <= 1100
+    # ~1000 ms per second: capped at one CPU by --cpus 1; other work on this 2-core machine
+    # may take some of it, hence the generous lower bound.
+    assert 500 <= per_second <= 1100
 
 
 def test_memory_held_in_shm(run, collector):
