@@ -65,13 +65,15 @@ class Samplers:
         """key -> (rate, function that opens the sampler). The key holds what needs a new socket."""
         wanted = {}
         header_bytes = settings.header_bytes
-        names = [name for _, name in socket.if_nameindex()]
+        indexes = {name: index for index, name in socket.if_nameindex()}
         for dev in settings.pcap_devs:
-            if dev not in names:
+            if dev not in indexes:
                 self._throttle(logging.WARNING, f"missing:{dev}", "pcap device %s does not exist (yet)", dev)
-        for dev in sampled_devices(settings, names):
+        for dev in sampled_devices(settings, indexes):
             rate = settings.sampling_rate(link_speed(dev))
-            wanted[("pcap", dev, header_bytes)] = (rate, lambda d=dev, r=rate: _afpacket(d, r, header_bytes))
+            # The ifindex is in the key: a device deleted and made again needs a new socket.
+            wanted[("pcap", dev, indexes[dev], header_bytes)] = (
+                rate, lambda d=dev, r=rate: _afpacket(d, r, header_bytes))
         if settings.nflog is not None:
             nflog = settings.nflog
             rate = round(1 / nflog.probability) if nflog.probability else settings.sampling
