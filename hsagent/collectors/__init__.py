@@ -11,6 +11,11 @@ Each module defines a `Collector` class with this shape (the agent relies on not
     apply(settings)                     new settings are in force (optional)
     close()                             release sockets, threads, files
 
+and, when it learns of changes from the kernel or a daemon (link events, Docker events):
+
+    fileno()                            readable when events are waiting
+    handle_events()                     take them in; never blocks
+
 A module is imported only when its entry in REGISTRY says it is enabled, so an agent that
 does not watch Docker never loads the Docker SDK.
 """
