@@ -47,7 +47,7 @@ def measure_poll(polls: int) -> None:
     from hsagent.settings import Receiver, Settings
 
     settings = Settings(dnssd=False, receivers=(Receiver("127.0.0.1", 9),))
-    agent = Agent(settings, auto_file=None)
+    agent = Agent(auto_file=None)
     agent.configure(settings)
     poll_ms = cpu_ms(agent.run_once, polls)
     floor_ms = cpu_ms(read_proc_net_dev, polls)

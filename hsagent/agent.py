@@ -41,17 +41,17 @@ class Stats:
 
 
 class Agent:
-    def __init__(self, settings: Settings, *, reload_config=None, on_datagram=None,
+    def __init__(self, *, reload_config=None, on_datagram=None,
                  auto_file: str | None = DEFAULT_AUTO_FILE, status_file: str | None = None,
                  clock=time.monotonic, rng: random.Random | None = None):
-        """`reload_config()` returns fresh Settings from the config file (SIGHUP), raising on
-        a bad file; `on_datagram(bytes)` sees every datagram sent (--print); `auto_file` is
-        where the settings in force are written, `status_file` where self-telemetry goes
-        (None: nowhere)."""
+        """Call `configure(settings)` next. `reload_config()` returns fresh Settings from the
+        config file (SIGHUP), raising on a bad file; `on_datagram(bytes)` sees every datagram
+        sent (--print); `auto_file` is where the settings in force are written, `status_file`
+        where self-telemetry goes (None: nowhere)."""
         self.auto_file = auto_file
         self.status_file = status_file
         self._started = time.time()
-        self.file_settings = settings  # defaults <- config file; DNS-SD overlays this
+        self.file_settings: Settings | None = None  # defaults <- config file; DNS-SD overlays it
         self.settings: Settings | None = None  # what is in force
         self._dnssd = None  # the DNS-SD watcher, while DNSSD is on
         self._dnssd_lib = None  # hsagent.config.dnssd, imported once DNSSD is on

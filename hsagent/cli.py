@@ -150,7 +150,7 @@ def _run(args) -> int:
         daemon.daemonize(args.pidfile)  # before any thread or socket exists
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
-    agent = Agent(settings, reload_config=lambda: conffile.load(args.config)[0],
+    agent = Agent(reload_config=lambda: conffile.load(args.config)[0],
                   on_datagram=_datagram_printer() if args.print_datagrams else None,
                   auto_file=args.auto_file,
                   status_file=None if args.once else os.path.join(args.runtime_dir, "status"))
