@@ -369,3 +369,26 @@ def test_lost_link_events_are_recovered_by_a_dump(netns, start_worker):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     worker(int(sys.argv[2]))
+
+
+TARGETED = """
+import json
+from hsagent.collectors.interfaces import Collector
+from hsagent.settings import Settings
+c = Collector(Settings())
+everything = {s.ds_index: s.records[0]._asdict() for s in c.poll(c.sources())}
+some = sorted(everything)[:3]
+few = {s.ds_index: s.records[0]._asdict() for s in c.poll({(0, i) for i in some} | {(0, 999999)})}
+print(json.dumps({"some": some, "few": {str(k): v for k, v in few.items()},
+                  "everything": {str(k): v for k, v in everything.items()}}))
+"""
+
+
+def test_a_few_due_interfaces_are_asked_for_one_by_one_with_the_same_counters(netns):
+    ns = netns("hsi")
+    batch = "".join(f"link add t{i} type veth peer name u{i}\n" for i in range(15))
+    subprocess.run(["ip", "-n", ns.name, "-batch", "-"], input=batch, text=True, check=True)
+    result = json.loads(ns.run(sys.executable, "-c", TARGETED).stdout)
+    assert sorted(map(int, result["few"])) == result["some"]  # 999999 does not exist: skipped
+    for index, counters in result["few"].items():
+        assert counters == result["everything"][index]
