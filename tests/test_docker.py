@@ -316,14 +316,16 @@ def test_vanished_container_is_skipped_quietly(run, collector, caplog):
 
 @pytest.mark.slow
 def test_dockerd_restart_keeps_surviving_containers(run, collector, client):
-    c = run("sleep 600")
+    c = run("yes >/dev/null", nano_cpus=200_000_000)  # a fifth of a CPU: counters that grow
     tracked(collector, c)
     index = collector.indexes[c.id]
+    before = decoded(collector, c.id)[records.VirtCpu].cpu_time
     subprocess.run(["bash", str(SCRIPT), "stop"], check=True, timeout=60)
     try:
         time.sleep(1)
         collector.handle_events()
-        assert decoded(collector, c.id) is not None  # --live-restore: still running and polled
+        during = decoded(collector, c.id)  # --live-restore: still running and polled
+        assert during is not None and during[records.VirtCpu].cpu_time > before
     finally:
         start_dockerd()
     restarted = docker.DockerClient(base_url=dockmod.DOCKER_URL, version="auto")
@@ -332,7 +334,9 @@ def test_dockerd_restart_keeps_surviving_containers(run, collector, client):
                                          name=f"{PREFIX}{uuid.uuid4().hex[:10]}", labels=[LABEL])
         wait_for(collector, lambda: later.id in collector.containers, timeout=40)  # backoff
         assert collector.indexes[c.id] == index
-        assert decoded(collector, c.id)[records.HostDescr].hostname == c.name
+        after = decoded(collector, c.id)
+        assert after[records.HostDescr].hostname == c.name
+        assert after[records.VirtCpu].cpu_time > during[records.VirtCpu].cpu_time
     finally:
         remove_test_containers(restarted)
         restarted.close()
