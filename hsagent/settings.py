@@ -54,7 +54,6 @@ class Receiver:
 class NflogSettings:
     group: int = 1
     probability: float | None = None  # set: hsagent installs the iptables rule itself
-    interfaces: str | None = None  # regex of input interfaces the rule matches (None: all)
 
 
 @dataclass(frozen=True)

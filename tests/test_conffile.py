@@ -99,7 +99,7 @@ def test_etc_hsagent_conf_examples_all_parse():
     assert settings.receivers == (Receiver("127.0.0.1", 6343), Receiver("2001:db8::10", 6343))
     assert (settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) == ("example.com", "192.0.2.53", 5353)
     assert settings.user == "hsagent" and settings.switchport == "swp.*"
-    assert settings.nflog == NflogSettings(5, 0.0025, "eth.*")
+    assert settings.nflog == NflogSettings(5, 0.0025)
 
 
 # ---------------------------------------------------------------- grammar
@@ -189,7 +189,7 @@ def test_blocks():
         docker { }
         pcap { dev = eth0 }
         pcap { dev = veth-a.1 }
-        nflog { group = 7  probability = 0.5  interfaces = "en(p|s)[0-9]+" }
+        nflog { group = 7  probability = 0.5 }
         psample { group = 4 }
     """)
     assert warnings == []
@@ -198,7 +198,7 @@ def test_blocks():
         True, "example.net", "::1", 5353)
     assert settings.docker
     assert settings.pcap_devs == ("eth0", "veth-a.1")
-    assert settings.nflog == NflogSettings(7, 0.5, "en(p|s)[0-9]+")
+    assert settings.nflog == NflogSettings(7, 0.5)
     assert settings.psample == PsampleSettings(4)
     assert file_origins(settings) == {"receivers", "dnssd", "dnssd_domain", "dnssd_server", "dnssd_port",
                                       "docker", "pcap_devs", "nflog", "psample"}
@@ -314,8 +314,8 @@ ERRORS = [
      "bad value for probability: '1.5' is not a probability above 0 and at most 1 (e.g. 0.001)"),
     ("sflow {\n nflog { group = 70000 }\n}", 2, 18,
      "bad value for group: nflog.group = 70000 is out of range (0 to 65535)"),
-    ("sflow {\n nflog { interfaces = [ }\n}", 2, 23,
-     "bad value for interfaces: '[' is not a valid regular expression (unterminated character set at position 0)"),
+    ("sflow {\n switchport = [\n}", 2, 15,
+     "bad value for switchport: '[' is not a valid regular expression (unterminated character set at position 0)"),
     ("sflow {\n psample { group = 0 }\n}", 2, 20,
      "bad value for group: psample.group = 0 is out of range (1 to 4294967295)"),
     ("sflow {\n dns-sd { port = 0 }\n}", 2, 18, "bad value for port: udpport = 0 is out of range (1 to 65535)"),

@@ -173,8 +173,7 @@ BLOCKS = {block.name: block for block in (
           enable_dnssd),
     Block("docker", {}, enable("docker")),
     Block("nflog", {"group": ("group", ranged("nflog.group")),
-                    "probability": ("probability", probability),
-                    "interfaces": ("interfaces", regex)}, enable("nflog", NflogSettings)),
+                    "probability": ("probability", probability)}, enable("nflog", NflogSettings)),
     Block("psample", {"group": ("group", ranged("psample.group"))},
           enable("psample", PsampleSettings)),
 )}
