@@ -331,7 +331,11 @@ class Agent:
                 self.reload()
             now = self._clock()
             if now >= next_tick:
-                self._tick(now)
+                try:
+                    self._tick(now)
+                except Exception as err:  # a bug in one part must not end the agent
+                    self._throttle(logging.ERROR, "tick", "internal error: %s", err)
+                    log.debug("internal error", exc_info=True)
                 next_tick = max(next_tick + TICK, now)
         self.flush()
 
@@ -361,8 +365,13 @@ class Agent:
         except Exception as err:
             log.error("keeping the running settings: %s", err)
             return
+        try:
+            self.configure(settings)
+        except Exception as err:  # whatever failed to start, the running parts go on
+            log.error("configuration reloaded, but applying it failed: %s", err)
+            log.debug("applying the configuration", exc_info=True)
+            return
         log.info("configuration reloaded")
-        self.configure(settings)
 
     def stop(self) -> None:
         self._stopping = True

@@ -88,7 +88,8 @@ class Samplers:
     def _start(self, key, start) -> None:
         try:
             sampler = start()
-        except (OSError, ValueError) as err:
+        except Exception as err:  # one sampler that cannot start must not stop the agent
+            log.debug("starting %s failed", _name(key), exc_info=True)
             self._throttle(logging.ERROR, f"start:{key}", "cannot sample %s: %s", _name(key), err)
             return
         log.info("%s: sampling 1 in %d", _name(key), sampler.rate)
