@@ -122,19 +122,18 @@ def container_uuid(container_id: str) -> bytes:
 
 # --- counters -> records (pure) --------------------------------------------------------
 
-def parse_net_dev(text: str) -> tuple[list[str], list[int]]:
-    """Interface names (lo excluded) and their summed rx/tx bytes, packets, errs, drops."""
-    names, totals = [], [0] * 8
+def parse_net_dev(text: str) -> list[int]:
+    """rx/tx bytes, packets, errs and drops summed over the interfaces (lo excluded) of a
+    /proc/<pid>/net/dev: the container's own network namespace."""
+    totals = [0] * 8
     for line in text.splitlines()[2:]:
         name, _, values = line.partition(":")
-        name = name.strip()
-        if name == "lo":
+        if name.strip() == "lo":
             continue
-        names.append(name)
         v = values.split()
         for i, column in enumerate((0, 1, 2, 3, 8, 9, 10, 11)):
             totals[i] += int(v[column])
-    return names, totals
+    return totals
 
 
 def virt_net_io(totals: list[int]) -> records.VirtNetIo:
@@ -393,7 +392,7 @@ class Collector:
             ("disk", lambda: virt_disk_io(cgroups.block_io(c.dirs))),
             ("memory", lambda: virt_memory(cgroups.memory(c.dirs), self.host_memory)),
             ("cpu", lambda: virt_cpu(c, cgroups.cpu_ms(c.dirs))),
-            ("net", lambda: virt_net_io(parse_net_dev(cgroups.read_text(net_dev))[1])),
+            ("net", lambda: virt_net_io(parse_net_dev(cgroups.read_text(net_dev)))),
         )
         for block, read in readers:
             try:
