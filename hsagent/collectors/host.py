@@ -399,7 +399,7 @@ def read_nics(roots: procfs.Roots) -> list[Nic]:
     for name in os.listdir(base):
         path = os.path.join(base, name)
 
-        def attr(file: str) -> str:
+        def attr(file: str, path: str = path) -> str:
             return procfs.read_text(os.path.join(path, file)).strip()
 
         try:

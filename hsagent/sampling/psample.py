@@ -102,7 +102,7 @@ def resolve_family() -> tuple[int, int]:
         except NetlinkError as e:
             raise PsampleUnavailable(
                 e.code, f"generic netlink family {FAMILY_NAME!r} not found "
-                        "(kernel without CONFIG_PSAMPLE, or the psample module is not loaded)")
+                        "(kernel without CONFIG_PSAMPLE, or the psample module is not loaded)") from None
         return control.prid, control.mcast_groups[MULTICAST_GROUP]
 
 
