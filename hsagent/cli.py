@@ -122,20 +122,30 @@ def _status(args) -> int:
     return show(args.sub_runtime_dir or args.runtime_dir)
 
 
-def _drop_privileges(settings, args) -> None:
-    """As root: become the configured user (default hsagent, else nobody) or refuse to run."""
+def _refuse(err) -> None:
+    print(f"hsagent: refusing to run: {err}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _account_to_run_as(settings):
+    """As root: the configured user (default hsagent, else nobody); None: stay as we are."""
     from . import privileges
 
     try:
-        account = privileges.target_user(settings.user)
-        if account is None:
-            return
+        return privileges.target_user(settings.user)
+    except privileges.PrivilegeError as err:
+        _refuse(err)
+
+
+def _drop_privileges(account, settings, args) -> None:
+    from . import privileges
+
+    try:
         privileges.prepare_paths(account, files=[args.auto_file] if args.auto_file else [],
                                  directories=[args.runtime_dir])
         privileges.drop_to(account, extra_groups=["docker"] if settings.docker else [])
     except (privileges.PrivilegeError, OSError) as err:
-        print(f"hsagent: refusing to run: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _refuse(err)
 
 
 def _run(args) -> int:
@@ -144,6 +154,7 @@ def _run(args) -> int:
     from .config import conffile
 
     settings = _load(args.config)  # a bad file is reported before detaching
+    account = _account_to_run_as(settings)
     foreground = args.foreground or args.print_datagrams or args.once
     logs.setup(args.debug, syslog=not foreground)
     if not foreground:
@@ -158,7 +169,8 @@ def _run(args) -> int:
         agent.configure(settings)  # as root: raw sockets open, modules load, product UUID is readable
         # setuid applies to every thread and clears the capabilities of all but this one,
         # which keeps exactly what sampling needs
-        _drop_privileges(settings, args)
+        if account is not None:
+            _drop_privileges(account, settings, args)
         if args.once:
             agent.lookup_dnssd_now()
             agent.run_once()

@@ -73,3 +73,11 @@ def test_repeated_errors_are_logged_once_then_counted(caplog):
     throttle.clear("send")
     throttle(logging.WARNING, "send", "cannot send to %s", "collector")
     assert caplog.records[-1].getMessage() == "cannot send to collector"
+
+
+def test_refuses_to_run_when_it_cannot_become_the_configured_user(receiver, config, tmp_path):
+    result = subprocess.run([*HSAGENT, "-f", "-c", config(receiver, user="no-such-user"), "--auto-file",
+                             str(tmp_path / "auto"), "--runtime-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "refusing to run: user 'no-such-user' does not exist" in result.stderr
