@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -124,6 +125,7 @@ def _status(args) -> int:
 
 def _refuse(err) -> None:
     print(f"hsagent: refusing to run: {err}", file=sys.stderr)
+    logging.getLogger("hsagent").error("refusing to run: %s", err)  # a daemon's stderr is gone
     raise SystemExit(1)
 
 
