@@ -168,7 +168,13 @@ class Agent:
         self._due[name] = {}
         if hasattr(collector, "fileno"):
             self._selector.register(collector.fileno(), selectors.EVENT_READ,
-                                    lambda c=collector: c.handle_events())
+                                    lambda c=collector: self._on_collector_events(c))
+
+    def _on_collector_events(self, collector) -> None:
+        collector.handle_events()
+        # Links (or containers) came or went: a configured device may exist now, a switch port
+        # appear, a link change speed. Cheap: one if_nameindex and a sysfs read per sampled device.
+        self.samplers.apply(self.settings)
 
     def _remove_collector(self, name: str) -> None:
         collector = self.collectors.pop(name)
@@ -350,7 +356,7 @@ class Agent:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self._choose_agent_address()
-            self.samplers.apply(self.settings)  # link speeds change, switch ports come and go
+            self.samplers.apply(self.settings)  # a speed change can come without a link event
             self._write_auto_file()
             self._write_status()
         self.poll_due(now)

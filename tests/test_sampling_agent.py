@@ -30,6 +30,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(int(sys.argv[1])):
     s.sendto(b"x" * 100, ("198.18.2.1", %d))
 """ % DST_PORT
+# Stops after 4 s without a datagram: the agents under test poll often enough.
 RECEIVER = """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -189,3 +190,28 @@ def test_a_dns_sd_rate_change_swaps_the_filter_without_a_gap(pair, tmp_path):
     assert rates[0] == 100 and rates[-1] == 10 and rates == sorted(rates, reverse=True)
     assert [s.sequence for s in samples] == list(range(1, len(samples) + 1)), "a gap in the samples"
     assert "sampling 1 in 10 (was 100)" in open(tmp_path / "agent.log").read()
+
+
+def test_a_pcap_device_created_after_start_is_sampled_within_seconds(pair, tmp_path):
+    a, b = pair
+
+    def conf(port):
+        path = tmp_path / "hsagent.conf"
+        path.write_text(f"sflow {{\n DNSSD = off\n user = root\n polling = 1\n sampling.10G = 10\n"
+                        f" collector {{ ip = 127.0.0.1 udpport = {port} }}\n pcap {{ dev = a1 }}\n}}\n")
+        return str(path)
+
+    agent = AgentInNamespace(a, str(tmp_path), conf=conf)
+    subprocess.run(["ip", "link", "add", "a1", "netns", a.name, "type", "veth", "peer", "name", "b1",
+                    "netns", b.name], check=True)
+    a.run("ip", "addr", "add", "198.18.3.1/24", "dev", "a1")
+    b.run("ip", "addr", "add", "198.18.3.2/24", "dev", "b1")
+    a.run("ip", "link", "set", "a1", "up")
+    b.run("ip", "link", "set", "b1", "up")
+    time.sleep(2)  # the link events reach the agent; far less than its 30-second re-check
+    b.run(sys.executable, "-c", SENDER.replace("198.18.2.1", "198.18.3.1"), "2000", timeout=60)
+    time.sleep(1.5)
+    assert agent.stop() == 0
+    ifindex = int(a.run("cat", "/sys/class/net/a1/ifindex").stdout)
+    samples = agent.flow_samples()
+    assert samples and {s.ds_index for s in samples} == {ifindex}
