@@ -47,13 +47,17 @@ def pair(netns):
     a, b = netns("hsp"), netns("hsp")
     for ns in (a, b):  # no IPv6 chatter in the counts
         ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-    subprocess.run(["ip", "link", "add", "a0", "netns", a.name, "type", "veth", "peer", "name", "b0",
-                    "netns", b.name], check=True)
-    a.run("ip", "addr", "add", "198.18.2.1/24", "dev", "a0")
-    b.run("ip", "addr", "add", "198.18.2.2/24", "dev", "b0")
-    a.run("ip", "link", "set", "a0", "up")
-    b.run("ip", "link", "set", "b0", "up")
+    link(a, b, 0)
     return a, b
+
+
+def link(a, b, n):
+    """veth a<n> (198.18.<2+n>.1) in namespace a to b<n> (198.18.<2+n>.2) in b, both up."""
+    subprocess.run(["ip", "link", "add", f"a{n}", "netns", a.name, "type", "veth", "peer", "name", f"b{n}",
+                    "netns", b.name], check=True)
+    for ns, end, host in ((a, "a", 1), (b, "b", 2)):
+        ns.run("ip", "addr", "add", f"198.18.{2 + n}.{host}/24", "dev", f"{end}{n}")
+        ns.run("ip", "link", "set", f"{end}{n}", "up")
 
 
 def write_conf(directory, port, rate, user="root"):
@@ -202,12 +206,7 @@ def test_a_pcap_device_created_after_start_is_sampled_within_seconds(pair, tmp_p
         return str(path)
 
     agent = AgentInNamespace(a, str(tmp_path), conf=conf)
-    subprocess.run(["ip", "link", "add", "a1", "netns", a.name, "type", "veth", "peer", "name", "b1",
-                    "netns", b.name], check=True)
-    a.run("ip", "addr", "add", "198.18.3.1/24", "dev", "a1")
-    b.run("ip", "addr", "add", "198.18.3.2/24", "dev", "b1")
-    a.run("ip", "link", "set", "a1", "up")
-    b.run("ip", "link", "set", "b1", "up")
+    link(a, b, 1)
     time.sleep(2)  # the link events reach the agent; far less than its 30-second re-check
     b.run(sys.executable, "-c", SENDER.replace("198.18.2.1", "198.18.3.1"), "2000", timeout=60)
     time.sleep(1.5)
