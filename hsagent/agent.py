@@ -22,7 +22,7 @@ from . import agent_address, collectors
 from .logs import Throttle
 from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
 from .sampling.samplers import Samplers
-from .sflow.datagram import DatagramBuilder
+from .sflow.datagram import DS_IFINDEX, CountersSample, DatagramBuilder, FlowSample
 from .status import write as write_status
 from .transport import Transport
 
@@ -189,6 +189,9 @@ class Agent:
 
     def _unwatch_sampler(self, sampler) -> None:
         self._selector.unregister(sampler.fileno())
+        # A new sampler starts a new sample_pool; its sequence numbers start again with it.
+        for ds_index in sampler.data_sources():
+            self.builder.reset_sample_sequence(FlowSample, DS_IFINDEX, ds_index)
 
     def _read_sampler(self, sampler) -> None:
         for sample in sampler.read():
@@ -256,6 +259,9 @@ class Agent:
             current = set(collector.sources())
             for gone in due_times.keys() - current:
                 del due_times[gone]
+                # Gone means a new instance if it comes back (a re-created interface, a new
+                # container on a reused index): its counters and sequence numbers start afresh.
+                self.builder.reset_sample_sequence(CountersSample, *gone)
             for new in current - due_times.keys():
                 # A fleet must not poll in step: each data source starts at its own offset.
                 # Sources that appear later (a container starting) are polled at once.

@@ -51,10 +51,12 @@ def pair(netns):
     return a, b
 
 
-def link(a, b, n):
-    """veth a<n> (198.18.<2+n>.1) in namespace a to b<n> (198.18.<2+n>.2) in b, both up."""
-    subprocess.run(["ip", "link", "add", f"a{n}", "netns", a.name, "type", "veth", "peer", "name", f"b{n}",
-                    "netns", b.name], check=True)
+def link(a, b, n, index=None):
+    """veth a<n> (198.18.<2+n>.1) in namespace a to b<n> (198.18.<2+n>.2) in b, both up;
+    `index`: the ifIndex a<n> gets."""
+    chosen = ["index", str(index)] if index else []
+    subprocess.run(["ip", "link", "add", f"a{n}", *chosen, "netns", a.name, "type", "veth", "peer",
+                    "name", f"b{n}", "netns", b.name], check=True)
     for ns, end, host in ((a, "a", 1), (b, "b", 2)):
         ns.run("ip", "addr", "add", f"198.18.{2 + n}.{host}/24", "dev", f"{end}{n}")
         ns.run("ip", "link", "set", f"{end}{n}", "up")
@@ -205,12 +207,23 @@ def test_a_pcap_device_created_after_start_is_sampled_within_seconds(pair, tmp_p
                         f" collector {{ ip = 127.0.0.1 udpport = {port} }}\n pcap {{ dev = a1 }}\n}}\n")
         return str(path)
 
+    def traffic():
+        time.sleep(2)  # the link events reach the agent; far less than its 30-second re-check
+        b.run(sys.executable, "-c", SENDER.replace("198.18.2.1", "198.18.3.1"), "2000", timeout=60)
+        time.sleep(1.5)
+
     agent = AgentInNamespace(a, str(tmp_path), conf=conf)
     link(a, b, 1)
-    time.sleep(2)  # the link events reach the agent; far less than its 30-second re-check
-    b.run(sys.executable, "-c", SENDER.replace("198.18.2.1", "198.18.3.1"), "2000", timeout=60)
-    time.sleep(1.5)
-    assert agent.stop() == 0
+    traffic()
     ifindex = int(a.run("cat", "/sys/class/net/a1/ifindex").stdout)
+    a.run("ip", "link", "del", "a1")
+    link(a, b, 1, index=ifindex)  # the same device again, even its ifIndex: a new sampler
+    traffic()
+    assert agent.stop() == 0
     samples = agent.flow_samples()
     assert samples and {s.ds_index for s in samples} == {ifindex}
+    # the new sampler's pool starts from zero, and so do its sequence numbers
+    restart = [s.sequence for s in samples].index(1, 1)
+    for life in (samples[:restart], samples[restart:]):
+        assert [s.sequence for s in life] == list(range(1, len(life) + 1))
+        assert life[0].sample_pool < 1000

@@ -107,3 +107,20 @@ def test_samples_are_numbered_per_source_in_the_datagrams(scheduled):
         for sample in datagram.samples:
             sequences[sample.ds_index].append(sample.sequence)
     assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in sequences.values())
+
+
+def test_a_source_that_comes_back_is_numbered_afresh(scheduled):
+    agent, fake, clock, run_until = scheduled
+    sent = []
+    agent._on_datagram = sent.append
+    run_until(25)
+    fake.sources_now.discard((0, 3))  # e.g. the interface was deleted ...
+    run_until(40)
+    fake.sources_now.add((0, 3))  # ... and made again: a new instance, new counters
+    run_until(65)
+    agent.flush()
+    numbers = [s.sequence for d in map(decode_datagram, sent) for s in d.samples if s.ds_index == 3]
+    restart = numbers.index(1, 1)  # the first poll after it came back
+    before, after = numbers[:restart], numbers[restart:]
+    assert before == list(range(1, len(before) + 1)) and len(before) >= 2
+    assert after == list(range(1, len(after) + 1)) and len(after) >= 2

@@ -16,14 +16,13 @@ from hsagent.sflow.datagram import (
 )
 from hsagent.sflow.text import datagram_lines
 from hsagent.sflow.xdr import (
-    F32, I32, IP4, IP6, MAC, PERCENT100, U32, U64, UUID, Array, Opaque, String, Struct,
+    F32, IP4, IP6, MAC, PERCENT100, U32, U64, UUID, Array, Opaque, String, Struct,
 )
 
 U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
 
 _FIXED = {
     id(U32): st.integers(0, U32_MAX),
-    id(I32): st.integers(-(2**31), 2**31 - 1),
     id(PERCENT100): st.integers(-(2**31), 2**31 - 1),
     id(U64): st.integers(0, U64_MAX),
     id(F32): st.floats(width=32, allow_nan=False),

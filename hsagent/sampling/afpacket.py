@@ -95,6 +95,10 @@ class PacketSampler:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def data_sources(self) -> set[int]:
+        """The ifIndexes this sampler's flow samples are for."""
+        return {self.ifindex}
+
     def set_rate(self, rate: int) -> None:
         """Replace the kernel filter in place; packets already queued keep arriving."""
         bpf.attach(self._sock, bpf.sample_filter(rate, self.header_bytes))

@@ -97,6 +97,10 @@ class SampleCounts:
         self._pools: dict[int, int] = {}
         self._last_seq: int | None = None
 
+    def data_sources(self) -> set[int]:
+        """The ifIndexes sampled so far."""
+        return set(self._pools)
+
     def count(self, ds_index: int, rate: int, seq: int | None) -> tuple[int, int]:
         """(sample_pool, drops) for a sample of data source 0:ds_index."""
         if seq is not None and self._last_seq is not None:

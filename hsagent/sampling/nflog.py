@@ -246,6 +246,9 @@ class NflogSampler:
     def drops(self) -> int:
         return self.counts.drops
 
+    def data_sources(self) -> set[int]:
+        return self.counts.data_sources()
+
     def install_rule(self, probability: float) -> None:
         """Sample with our own iptables rule from now on (removed again by close)."""
         install_rules(probability, self.group)

@@ -134,6 +134,9 @@ class PsampleSampler:
     def drops(self) -> int:
         return self.counts.drops
 
+    def data_sources(self) -> set[int]:
+        return self.counts.data_sources()
+
     def set_rate(self, rate: int) -> None:
         """The kernel reports the rate with each sample; this is only the fallback."""
         self.rate = rate

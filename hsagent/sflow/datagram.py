@@ -320,7 +320,7 @@ class DatagramBuilder:
         return seq
 
     def reset_sample_sequence(self, sample_type, ds_class: int, ds_index: int) -> None:
-        """Restart a data source's numbering, e.g. after its counters were reset."""
+        """Restart a data source's numbering: its counters (or sample pool) start afresh."""
         self._sample_sequences.pop((sample_type, ds_class, ds_index), None)
 
     def add(self, sample: FlowSample | CountersSample) -> bytes | None:
@@ -348,7 +348,3 @@ class DatagramBuilder:
         self._pending.clear()
         self._pending_bytes = 0
         return datagram
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)

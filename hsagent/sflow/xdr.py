@@ -91,7 +91,6 @@ def _load_json(value: float) -> float | None:
 
 
 U32 = _Fixed("I")
-I32 = _Fixed("i")
 U64 = _Fixed("Q")
 F32 = _Fixed("f", text=_load, json=_load_json)
 MAC = _Fixed("6s2x", text=_hex, json=_hex)  # 6 bytes + 2 bytes of XDR padding
