@@ -15,29 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
+from veths import cpu_ms, read_proc_net_dev, veth_namespace
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cpu_ms(action, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.process_time()
-        action()
-        times.append((time.process_time() - start) * 1000)
-    return statistics.median(times)
-
-
-def read_proc_net_dev() -> bytes:
-    with open("/proc/net/dev", "rb") as f:
-        return f.read()
 
 
 def measure_poll(polls: int) -> None:
@@ -49,8 +35,8 @@ def measure_poll(polls: int) -> None:
     settings = Settings(dnssd=False, receivers=(Receiver("127.0.0.1", 9),))
     agent = Agent(auto_file=None)
     agent.configure(settings)
-    poll_ms = cpu_ms(agent.run_once, polls)
-    floor_ms = cpu_ms(read_proc_net_dev, polls)
+    poll_ms, _ = cpu_ms(agent.run_once, polls)
+    floor_ms, _ = cpu_ms(read_proc_net_dev, polls)
     sources = sum(len(due) for due in agent._due.values())
     print(f"one agent poll, {sources} data sources, encoded and sent  {poll_ms:8.2f} ms CPU")
     print(f"baseline: read /proc/net/dev once                      {floor_ms:8.2f} ms CPU")
@@ -101,20 +87,11 @@ def main() -> None:
     if args.inside:
         measure_poll(args.polls)
         return
-    ns = f"hsb-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        batch = "".join(f"link add v{i}a type veth peer name v{i}b\n" for i in range(args.pairs))
-        batch += "".join(f"link set v{i}{e} up\n" for i in range(args.pairs) for e in "ab")
-        subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
+    with veth_namespace("hsb", args.pairs, up=True) as ns:
         print(f"namespace {ns}: {2 * args.pairs} interfaces")
-        time.sleep(5)  # let the kernel finish adding their IPv6 link-local addresses
         subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside",
                         "--polls", str(args.polls)], check=True)
         watch_daemon(ns, args.watch)
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
 if __name__ == "__main__":

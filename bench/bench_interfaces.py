@@ -13,29 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
+from veths import cpu_ms, read_proc_net_dev, veth_namespace
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cpu_ms(action, repeat: int = 1) -> tuple[float, object]:
-    """Median CPU milliseconds of `repeat` runs of action(); also its last result."""
-    times = []
-    for _ in range(repeat):
-        start = time.process_time()
-        result = action()
-        times.append((time.process_time() - start) * 1000)
-    return statistics.median(times), result
-
-
-def read_proc_net_dev() -> bytes:
-    with open("/proc/net/dev", "rb") as f:
-        return f.read()
 
 
 def inside(polls: int) -> None:
@@ -75,11 +59,6 @@ def inside(polls: int) -> None:
     print(f"{'peak RSS of this process':<{width}}  {peak_rss_mb:8.1f} MB")
 
 
-def add_veth_pairs(ns: str, count: int) -> None:
-    commands = "".join(f"link add hsb{i}a type veth peer name hsb{i}b\n" for i in range(count))
-    subprocess.run(["ip", "-n", ns, "-batch", "-"], input=commands, text=True, check=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=500)
@@ -91,16 +70,11 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("needs root (creates a network namespace)")
-    ns = f"hsi-bench-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        add_veth_pairs(ns, args.pairs)
+    with veth_namespace("hsi-bench", args.pairs) as ns:
         print(f"namespace {ns}: {args.pairs} veth pairs = {2 * args.pairs} interfaces")
         env = dict(os.environ, PYTHONPATH=str(REPO))
         subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside",
                         "--polls", str(args.polls)], check=True, env=env)
-    finally:
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
 if __name__ == "__main__":
