@@ -48,7 +48,8 @@ def scheduled(monkeypatch):
     monkeypatch.setattr(collectors, "load", lambda name: FakeCollector)
     monkeypatch.setattr(agent_module.agent_address, "choose", lambda settings, current: ("192.0.2.1", None))
     clock = Clock()
-    agent = Agent(auto_file=None, clock=clock, rng=random.Random(7))
+    sent = []  # every datagram, as sent
+    agent = Agent(auto_file=None, on_datagram=sent.append, clock=clock, rng=random.Random(7))
     agent.configure(Settings(dnssd=False, polling=10))
     fake = agent.collectors["fake"]
     fake.clock = clock
@@ -58,12 +59,12 @@ def scheduled(monkeypatch):
             agent.poll_due(clock.now)
             clock.now += 1.0
 
-    yield agent, fake, clock, run_until
+    yield agent, fake, clock, run_until, sent
     agent.close()
 
 
 def test_each_source_starts_at_its_own_offset_then_keeps_the_interval(scheduled):
-    agent, fake, clock, run_until = scheduled
+    agent, fake, clock, run_until, _ = scheduled
     run_until(60)
     firsts = [times[0] for times in fake.polls.values()]
     assert len(fake.polls) == 10 and all(0 <= t < 10 for t in firsts)
@@ -73,7 +74,7 @@ def test_each_source_starts_at_its_own_offset_then_keeps_the_interval(scheduled)
 
 
 def test_a_source_that_appears_later_is_polled_at_once(scheduled):
-    agent, fake, clock, run_until = scheduled
+    agent, fake, clock, run_until, _ = scheduled
     run_until(15)
     fake.sources_now.add((0, 99))
     run_until(16)
@@ -85,7 +86,7 @@ def test_a_source_that_appears_later_is_polled_at_once(scheduled):
 
 
 def test_a_new_polling_interval_applies_at_once(scheduled):
-    agent, fake, clock, run_until = scheduled
+    agent, fake, clock, run_until, _ = scheduled
     run_until(20)
     agent.apply(agent.settings.replace("dns", polling=4))
     changed = clock.now
@@ -97,9 +98,7 @@ def test_a_new_polling_interval_applies_at_once(scheduled):
 
 
 def test_samples_are_numbered_per_source_in_the_datagrams(scheduled):
-    agent, fake, clock, run_until = scheduled
-    sent = []
-    agent._on_datagram = sent.append
+    agent, fake, clock, run_until, sent = scheduled
     run_until(30)
     agent.flush()
     sequences = defaultdict(list)
@@ -110,9 +109,7 @@ def test_samples_are_numbered_per_source_in_the_datagrams(scheduled):
 
 
 def test_a_source_that_comes_back_is_numbered_afresh(scheduled):
-    agent, fake, clock, run_until = scheduled
-    sent = []
-    agent._on_datagram = sent.append
+    agent, fake, clock, run_until, sent = scheduled
     run_until(25)
     fake.sources_now.discard((0, 3))  # e.g. the interface was deleted ...
     run_until(40)
