@@ -32,7 +32,7 @@ def measure_poll(polls: int) -> None:
     from hsagent.agent import Agent
     from hsagent.settings import Receiver, Settings
 
-    settings = Settings(dnssd=False, receivers=(Receiver("127.0.0.1", 9),))
+    settings = Settings(dnssd=False, collectors=(Receiver("127.0.0.1", 9),))
     agent = Agent(auto_file=None)
     agent.configure(settings)
     poll_ms, _ = cpu_ms(agent.run_once, polls)

@@ -4,7 +4,7 @@
 
 Starts dockerd (tests/dockerd.sh), runs N busybox `sleep` containers, then measures in fresh
 processes, each timed with resource.getrusage (whole process, all threads):
-  hsagent   Collector.poll over all N data sources (and the same poll plus sFlow encoding);
+  hsagent   Poller.poll over all N data sources (and the same poll plus sFlow encoding);
   stats API container.stats(stream=False, one_shot=True) for the same N containers, with
             dockerd's own CPU for those calls (from /proc/<dockerd>/stat) as well as the client's.
 Stats requests go STATS_WORKERS at a time (one by one, dockerd takes about a second each).
@@ -71,22 +71,22 @@ def docker_client(pool_size: int = 10):
 # --- the two measurements, each run in a fresh process ---------------------------------
 
 def measure_agent(count: int, polls: int) -> dict:
-    from hsagent.collectors.docker import Collector
+    from hsagent.pollers.docker import Poller
     from hsagent.settings import Settings
     from hsagent.sflow.datagram import DatagramBuilder
 
-    collector = Collector(Settings(docker=True))
+    poller = Poller(Settings(docker=True))
     deadline = time.monotonic() + 120
-    while collector.domain_count() < count:
+    while poller.domain_count() < count:
         if time.monotonic() > deadline:
-            raise SystemExit(f"collector saw {collector.domain_count()} of {count} containers")
+            raise SystemExit(f"poller saw {poller.domain_count()} of {count} containers")
         time.sleep(0.1)
-        collector.handle_events()
-    due = set(collector.sources())
+        poller.handle_events()
+    due = set(poller.sources())
     poll_cpu, encode_cpu, wall = [], [], []
     for _ in range(polls):
         t0, c0 = time.perf_counter(), cpu_s()
-        samples = collector.poll(due)
+        samples = poller.poll(due)
         c1 = cpu_s()
         wall.append(time.perf_counter() - t0)
         builder = DatagramBuilder("127.0.0.1")
@@ -97,7 +97,7 @@ def measure_agent(count: int, polls: int) -> dict:
         poll_cpu.append(c1 - c0)
         if len(samples) != count:
             raise SystemExit(f"poll returned {len(samples)} samples for {count} containers")
-    collector.close()
+    poller.close()
     return {"poll_cpu": statistics.median(poll_cpu),
             "poll_encode_cpu": statistics.median(encode_cpu), "wall": statistics.median(wall)}
 

@@ -3,7 +3,7 @@
     python3 bench/bench_interfaces.py [--pairs 500] [--polls 15]     (as root)
 
 Creates a namespace with that many veth pairs, runs this file again inside it (so netlink and
-/sys see only those interfaces), and prints CPU times: building the collector (link dump +
+/sys see only those interfaces), and prints CPU times: building the poller (link dump +
 sysfs, once), one poll of every interface (median), the same plus encoding into datagrams,
 and the baseline of reading /proc/net/dev once. Removes the namespace afterwards.
 """
@@ -24,29 +24,29 @@ REPO = Path(__file__).resolve().parent.parent
 
 def inside(polls: int) -> None:
     """Runs in the namespace: measure and print the table."""
-    import_ms, _ = cpu_ms(lambda: __import__("hsagent.collectors.interfaces"))
-    from hsagent.collectors.interfaces import Collector
+    import_ms, _ = cpu_ms(lambda: __import__("hsagent.pollers.interfaces"))
+    from hsagent.pollers.interfaces import Poller
     from hsagent.settings import Settings
     from hsagent.sflow.datagram import DatagramBuilder
 
-    build_ms, collector = cpu_ms(lambda: Collector(Settings()))
-    due = collector.sources()
-    poll_ms, samples = cpu_ms(lambda: collector.poll(due), polls)
+    build_ms, poller = cpu_ms(lambda: Poller(Settings()))
+    due = poller.sources()
+    poll_ms, samples = cpu_ms(lambda: poller.poll(due), polls)
 
     def poll_and_encode():
         builder = DatagramBuilder("198.18.0.1")
-        datagrams = [d for s in collector.poll(due) if (d := builder.add(s))]
+        datagrams = [d for s in poller.poll(due) if (d := builder.add(s))]
         return datagrams + [builder.flush()]
 
     encode_ms, datagrams = cpu_ms(poll_and_encode, polls)
     proc_ms, text = cpu_ms(read_proc_net_dev, polls)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    collector.close()
+    poller.close()
 
     interfaces = text.count(b"\n") - 2  # two header lines
     rows = [
-        ("import hsagent.collectors.interfaces (once)", import_ms),
-        ("build collector: link dump + sysfs (once)", build_ms),
+        ("import hsagent.pollers.interfaces (once)", import_ms),
+        ("build poller: link dump + sysfs (once)", build_ms),
         (f"poll {len(samples)} interfaces (median of {polls})", poll_ms),
         (f"poll + encode into {len(datagrams)} datagrams (median)", encode_ms),
         (f"baseline: read /proc/net/dev once, {interfaces} lines (median)", proc_ms),

@@ -1,6 +1,6 @@
-"""The agent: one loop that polls collectors, reads samplers and sends datagrams.
+"""The agent: one loop that polls counters, reads samplers and sends datagrams.
 
-Data flow: settings -> enabled collectors and samplers -> every second, the data sources
+Data flow: settings -> enabled pollers and samplers -> every second, the data sources
 that are due are polled -> samples go into the datagram builder (which sends when full) ->
 at the end of each tick the builder is flushed -> the transport sends to every collector.
 Event sources (signals, link changes, Docker events, DNS-SD results, sampled packets) are
@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from . import agent_address, collectors
+from . import agent_address, pollers
 from .logs import Throttle
 from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
 from .sampling.samplers import Samplers
@@ -36,7 +36,7 @@ HOUSEKEEPING_INTERVAL = 30.0  # seconds between agent-address checks and status 
 class Stats:
     samples: int = 0
     polls: int = 0
-    slow_polls: int = 0  # collector polls that took longer than a tick of wall time
+    slow_polls: int = 0  # poller polls that took longer than a tick of wall time
     poll_errors: int = 0
 
 
@@ -65,9 +65,9 @@ class Agent:
         self.builder: DatagramBuilder | None = None
         self.agent_ip: str | None = None
         self.agent_device: str | None = None
-        self.collectors: dict[str, object] = {}
+        self.pollers: dict[str, object] = {}
         self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler)
-        self._due: dict[str, dict[tuple, float]] = {}  # collector -> data source -> next poll
+        self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
         self._stopping = False
         self._reload_requested = False
@@ -135,53 +135,53 @@ class Agent:
             self._send(self.builder.flush())
             self.builder.max_bytes = settings.datagram_bytes
             self.builder.sub_agent_id = settings.sub_agent_id
-        self._apply_collectors(settings)
+        self._apply_pollers(settings)
         self.samplers.apply(settings)
         if old is not None and old.polling != settings.polling:
             self._reschedule(settings.polling)
         self._write_auto_file()
 
-    def _apply_collectors(self, settings: Settings) -> None:
-        wanted = collectors.enabled_modules(settings)
-        for name in list(self.collectors):
+    def _apply_pollers(self, settings: Settings) -> None:
+        wanted = pollers.enabled_modules(settings)
+        for name in list(self.pollers):
             if name not in wanted:
-                self._remove_collector(name)
+                self._remove_poller(name)
         for name in wanted:
-            if name in self.collectors:
-                apply = getattr(self.collectors[name], "apply", None)
+            if name in self.pollers:
+                apply = getattr(self.pollers[name], "apply", None)
                 if apply:
                     apply(settings)
             else:
-                self._add_collector(name, settings)
-        host = self.collectors.get("host")
+                self._add_poller(name, settings)
+        host = self.pollers.get("host")
         if host is not None:
-            docker = self.collectors.get("docker")
+            docker = self.pollers.get("docker")
             host.virt_domains = docker.domain_count if docker is not None else None
 
-    def _add_collector(self, name: str, settings: Settings) -> None:
+    def _add_poller(self, name: str, settings: Settings) -> None:
         try:
-            collector = collectors.load(name)(settings)
+            poller = pollers.load(name)(settings)
         except Exception as err:  # a module that cannot start must not stop the others
-            log.error("cannot start the %s collector: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error("cannot start the %s poller: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
             return
-        self.collectors[name] = collector
+        self.pollers[name] = poller
         self._due[name] = {}
-        if hasattr(collector, "fileno"):
-            self._selector.register(collector.fileno(), selectors.EVENT_READ,
-                                    lambda c=collector: self._on_collector_events(c))
+        if hasattr(poller, "fileno"):
+            self._selector.register(poller.fileno(), selectors.EVENT_READ,
+                                    lambda c=poller: self._on_poller_events(c))
 
-    def _on_collector_events(self, collector) -> None:
-        collector.handle_events()
+    def _on_poller_events(self, poller) -> None:
+        poller.handle_events()
         # Links (or containers) came or went: a configured device may exist now, a switch port
         # appear, a link change speed. Cheap: one if_nameindex and a sysfs read per sampled device.
         self.samplers.apply(self.settings)
 
-    def _remove_collector(self, name: str) -> None:
-        collector = self.collectors.pop(name)
+    def _remove_poller(self, name: str) -> None:
+        poller = self.pollers.pop(name)
         self._due.pop(name, None)
-        if hasattr(collector, "fileno"):
-            self._selector.unregister(collector.fileno())
-        collector.close()
+        if hasattr(poller, "fileno"):
+            self._selector.unregister(poller.fileno())
+        poller.close()
 
     def _watch_sampler(self, sampler) -> None:
         self._selector.register(sampler.fileno(), selectors.EVENT_READ,
@@ -226,7 +226,7 @@ class Agent:
     def status(self) -> dict:
         return {
             "pid": os.getpid(), "written": time.time(), "started": self._started,
-            "agent_address": self.agent_ip, "collectors": [str(r) for r in self.settings.receivers],
+            "agent_address": self.agent_ip, "collectors": [str(r) for r in self.settings.collectors],
             "datagrams_sent": self.transport.datagrams_sent, "send_errors": self.transport.send_errors,
             "samples": self.stats.samples, "polls": self.stats.polls, "slow_polls": self.stats.slow_polls,
             "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,
@@ -254,9 +254,9 @@ class Agent:
 
     def poll_due(self, now: float, everything: bool = False) -> None:
         polling = self.settings.polling
-        for name, collector in list(self.collectors.items()):
+        for name, poller in list(self.pollers.items()):
             due_times = self._due[name]
-            current = set(collector.sources())
+            current = set(poller.sources())
             for gone in due_times.keys() - current:
                 del due_times[gone]
                 # Gone means a new instance if it comes back (a re-created interface, a new
@@ -268,18 +268,18 @@ class Agent:
                 due_times[new] = now if everything or self.stats.polls else now + self._rng.uniform(0, polling)
             due = current if everything else {ds for ds, when in due_times.items() if when <= now}
             if due:
-                self._poll(name, collector, due)
+                self._poll(name, poller, due)
                 for ds in due:
                     due_times[ds] = max(due_times[ds] + polling, now)
 
-    def _poll(self, name: str, collector, due: set) -> None:
+    def _poll(self, name: str, poller, due: set) -> None:
         started = time.monotonic()
         try:
-            samples = collector.poll(due)
+            samples = poller.poll(due)
         except Exception as err:
             self.stats.poll_errors += 1
-            self._throttle(logging.ERROR, f"poll:{name}", "%s collector failed: %s", name, err)
-            log.debug("%s collector failure", name, exc_info=True)
+            self._throttle(logging.ERROR, f"poll:{name}", "%s poller failed: %s", name, err)
+            log.debug("%s poller failure", name, exc_info=True)
             return
         self.stats.polls += 1
         if time.monotonic() - started > TICK:  # samples would wait longer than promised
@@ -294,7 +294,7 @@ class Agent:
     def _send(self, datagram: bytes | None) -> None:
         if datagram is None:
             return
-        self.transport.send(datagram, self.settings.receivers)
+        self.transport.send(datagram, self.settings.collectors)
         if self._on_datagram is not None:
             self._on_datagram(datagram)
 
@@ -388,8 +388,8 @@ class Agent:
     def close(self) -> None:
         self._configure_dnssd(Settings(dnssd=False))
         self.samplers.close()
-        for name in list(self.collectors):
-            self._remove_collector(name)
+        for name in list(self.pollers):
+            self._remove_poller(name)
         self.transport.close()
         self._selector.close()
 

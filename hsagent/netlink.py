@@ -1,4 +1,4 @@
-"""Raw rtnetlink: link dumps, link events and 64-bit link stats for the interface collector;
+"""Raw rtnetlink: link dumps, link events and 64-bit link stats for the interface poller;
 address and default-route dumps for choosing the agent address; a container namespace's links.
 
 Why not pyroute2 here: it turns every message into a tree of dicts. Measured on 1,000 veths,
@@ -76,7 +76,7 @@ class Link(NamedTuple):
 
 class LinkStats(NamedTuple):
     """The leading fields of struct rtnl_link_stats64. The detailed errors map to 802.3
-    counters as the kernel's if_link.h documents them (see collectors/interfaces.py)."""
+    counters as the kernel's if_link.h documents them (see pollers/interfaces.py)."""
 
     rx_packets: int
     tx_packets: int

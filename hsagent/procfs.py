@@ -1,6 +1,6 @@
-"""Where the kernel's files are, so tests can point collectors at a recorded fixture tree.
+"""Where the kernel's files are, so tests can point pollers at a recorded fixture tree.
 
-Like psutil's PROCFS_PATH and node_exporter's paths.go: collectors never spell "/proc" or "/sys"
+Like psutil's PROCFS_PATH and node_exporter's paths.go: pollers never spell "/proc" or "/sys"
 themselves, they ask a `Roots` for the path. `HOST` is the running machine.
 """
 

@@ -39,7 +39,7 @@ LIMITS = {
 
 
 @dataclass(frozen=True, order=True)
-class Receiver:
+class Collector:
     """An sFlow collector: where datagrams go."""
 
     ip: str
@@ -63,7 +63,7 @@ class PsampleSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    receivers: tuple[Receiver, ...] = ()
+    collectors: tuple[Collector, ...] = ()
     dnssd: bool = True
     dnssd_domain: str | None = None
     dnssd_server: str | None = None  # extension: a specific nameserver (tests, odd sites)
@@ -160,7 +160,7 @@ def auto_file_text(settings: Settings, agent_ip: str | None, agent_device: str |
              "rev_start=1"]
     lines += [f"{key}={getattr(settings, attr)}" for key, attr in AUTO_KEYS]
     lines += [f"sampling.{k}={v}" for k, v in sorted(settings.sampling_by_speed.items())]
-    lines += [f"collector={r.ip} {r.port}" for r in settings.receivers]
+    lines += [f"collector={r.ip} {r.port}" for r in settings.collectors]
     if agent_ip:
         lines.append(f"agentIP={agent_ip}")
     if agent_device:

@@ -32,15 +32,15 @@ class Transport:
             self._sockets[family] = sock
         return sock
 
-    def send(self, datagram: bytes, receivers) -> None:
-        for receiver in receivers:
-            family = socket.AF_INET6 if ":" in receiver.ip else socket.AF_INET
+    def send(self, datagram: bytes, collectors) -> None:
+        for collector in collectors:
+            family = socket.AF_INET6 if ":" in collector.ip else socket.AF_INET
             try:
-                self._socket(family).sendto(datagram, (receiver.ip, receiver.port))
+                self._socket(family).sendto(datagram, (collector.ip, collector.port))
             except OSError as err:
                 self.send_errors += 1
-                self._throttle(logging.WARNING, str(receiver),
-                               "cannot send to collector %s: %s", receiver, err.strerror or err)
+                self._throttle(logging.WARNING, str(collector),
+                               "cannot send to collector %s: %s", collector, err.strerror or err)
                 if err.errno not in _PER_RECEIVER:
                     self._reopen(family)  # something is wrong with the socket itself
             else:

@@ -292,7 +292,7 @@ def test_check_prints_settings_and_their_origins(config, receiver):
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert "20" in lines["polling"] and "[file]" in lines["polling"]
     assert "[default]" in lines["sampling"]
-    assert f"127.0.0.1:{receiver.port}" in lines["receivers"]
+    assert f"127.0.0.1:{receiver.port}" in lines["collectors"]
 
 
 def test_status_shows_the_running_agents_telemetry(receiver, config, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from hsagent.config.conffile import SFLOW_KEYS, ConfigError, load, parse
-from hsagent.settings import NflogSettings, PsampleSettings, Receiver, Settings
+from hsagent.settings import NflogSettings, PsampleSettings, Collector, Settings
 
 DATA = Path(__file__).parent / "data"
 ETC = Path(__file__).parent.parent / "etc" / "hsagent.conf"
@@ -35,20 +35,20 @@ def test_hsflowd_docker_conf_the_file_hsflowd_ran_with():
     assert settings.polling == 5
     assert settings.sampling == 20
     assert dict(settings.sampling_by_speed) == {"10G": 20}
-    assert settings.receivers == (Receiver("127.0.0.1", 6343),)
+    assert settings.collectors == (Collector("127.0.0.1", 6343),)
     assert settings.docker is True
     assert settings.pcap_devs == ("docker0",)
     assert settings.dnssd is False
     assert file_origins(settings) == {"dnssd", "polling", "sampling", "sampling_by_speed",
-                                      "receivers", "docker", "pcap_devs"}
+                                      "collectors", "docker", "pcap_devs"}
     assert settings.origin("header_bytes") == "default"
 
 
 def test_hsflowd_own_example_conf():
     settings, warnings = load(str(DATA / "hsflowd.conf"))
     assert warnings == []
-    assert settings.receivers == (Receiver("127.0.0.1", 6343),)
-    assert file_origins(settings) == {"receivers"}
+    assert settings.collectors == (Collector("127.0.0.1", 6343),)
+    assert file_origins(settings) == {"collectors"}
 
 
 def test_every_example_in_hsflowds_conf_uncommented():
@@ -85,7 +85,7 @@ def test_etc_hsagent_conf_works_out_of_the_box():
     assert warnings == []
     assert settings.dnssd is False
     assert settings.polling == 30
-    assert settings.receivers == (Receiver("127.0.0.1", 6343),)
+    assert settings.collectors == (Collector("127.0.0.1", 6343),)
 
 
 def test_etc_hsagent_conf_examples_all_parse():
@@ -96,7 +96,7 @@ def test_etc_hsagent_conf_examples_all_parse():
         uncommented = uncommented.replace(f"  {alternative}\n", "")
     settings, warnings = parse(uncommented, "hsagent.conf")
     assert warnings == []
-    assert settings.receivers == (Receiver("127.0.0.1", 6343), Receiver("2001:db8::10", 6343))
+    assert settings.collectors == (Collector("127.0.0.1", 6343), Collector("2001:db8::10", 6343))
     assert (settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) == ("example.com", "192.0.2.53", 5353)
     assert settings.user == "hsagent" and settings.switchport == "swp.*"
     assert settings.nflog == NflogSettings(5, 0.0025)
@@ -110,7 +110,7 @@ def test_spacing_and_separators_are_free():
                       "\tcollector {\r\n ip = 10.0.0.2\r\n }\r\n}\n")
     for settings in (compact, spread):
         assert settings.polling == 10
-        assert settings.receivers == (Receiver("10.0.0.1", 6000), Receiver("10.0.0.2", 6343))
+        assert settings.collectors == (Collector("10.0.0.1", 6000), Collector("10.0.0.2", 6343))
 
 
 def test_names_are_case_insensitive_like_hsflowd():
@@ -118,7 +118,7 @@ def test_names_are_case_insensitive_like_hsflowd():
                                " DNS-SD { Domain = Example.COM } Sampling.1g = 5 AGENTip = 10.0.0.1 }")
     assert warnings == []
     assert (settings.polling, settings.header_bytes) == (7, 100)
-    assert settings.receivers == (Receiver("10.1.1.1", 7000),)
+    assert settings.collectors == (Collector("10.1.1.1", 7000),)
     assert settings.dnssd is True and settings.dnssd_domain == "Example.COM"
     assert settings.agent_ip == "10.0.0.1"
     assert dict(settings.sampling_by_speed) == {"1G": 5}
@@ -157,7 +157,7 @@ def test_sflow_keys(key, text, attr, value):
     settings, warnings = sflow(f"collector {{ ip = 127.0.0.1 }}\n{key} = {text}")
     assert warnings == []
     assert getattr(settings, attr) == value
-    assert file_origins(settings) == {"receivers", attr}
+    assert file_origins(settings) == {"collectors", attr}
 
 
 def test_every_sflow_key_is_tested():
@@ -193,14 +193,14 @@ def test_blocks():
         psample { group = 4 }
     """)
     assert warnings == []
-    assert settings.receivers == (Receiver("::1", 6344), Receiver("192.0.2.1", 6343))
+    assert settings.collectors == (Collector("::1", 6344), Collector("192.0.2.1", 6343))
     assert (settings.dnssd, settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) == (
         True, "example.net", "::1", 5353)
     assert settings.docker
     assert settings.pcap_devs == ("eth0", "veth-a.1")
     assert settings.nflog == NflogSettings(7, 0.5)
     assert settings.psample == PsampleSettings(4)
-    assert file_origins(settings) == {"receivers", "dnssd", "dnssd_domain", "dnssd_server", "dnssd_port",
+    assert file_origins(settings) == {"collectors", "dnssd", "dnssd_domain", "dnssd_server", "dnssd_port",
                                       "docker", "pcap_devs", "nflog", "psample"}
 
 
@@ -221,7 +221,7 @@ def test_repeated_setting_last_wins_with_a_warning():
 def test_repeated_collector_and_pcap_are_kept_once():
     settings, warnings = parse("sflow { collector { ip=::1 }\ncollector { ip=0:0::1 udpport=6343 }\n"
                                "pcap { dev=eth0 } pcap { dev=eth0 } }", "f")
-    assert settings.receivers == (Receiver("::1", 6343),)
+    assert settings.collectors == (Collector("::1", 6343),)
     assert settings.pcap_devs == ("eth0",)
     assert warnings == ["f:2:1: warning: collector [::1]:6343 given twice; ignored",
                         "f:3:19: warning: pcap { dev = eth0 } given twice; ignored"]

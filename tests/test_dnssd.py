@@ -18,7 +18,7 @@ import pytest
 
 from hsagent.config import dnssd
 from hsagent.config.dnssd import DnsSdError, DnsSdWatcher
-from hsagent.settings import Receiver, Settings
+from hsagent.settings import Collector, Settings
 
 NAMED_SH = Path(__file__).with_name("named.sh")
 ZONE_FILE = Path(__file__).parent / "data" / "zones" / "hsn.test.zone"
@@ -141,7 +141,7 @@ def dig(server: Named, name: str, rdtype: str) -> list[str]:
 def test_lookup_gives_receiver_and_settings(named):
     result = lookup(named)
     assert result.query == "_sflow._udp.hsn.test."
-    assert result.receivers == (Receiver("127.0.0.1", 6343),)
+    assert result.collectors == (Collector("127.0.0.1", 6343),)
     assert result.settings == {"polling": 20, "sampling_by_speed": {"10G": 2000}}
     assert result.ttl == 300
     assert result.warnings == []
@@ -160,8 +160,8 @@ def test_receivers_match_what_dig_says(named, domain):
             continue
         addresses = dig(named, target, "A") or dig(named, target, "AAAA")
         if addresses:
-            expected.add(Receiver(min(addresses), int(port)))
-    assert expected and lookup(named, domain).receivers == tuple(sorted(expected))
+            expected.add(Collector(min(addresses), int(port)))
+    assert expected and lookup(named, domain).collectors == tuple(sorted(expected))
 
 
 @pytest.mark.parametrize("domain", [".hsn.test", "hsn.test.", " .hsn.test. "])
@@ -170,18 +170,18 @@ def test_domain_spellings(named, domain):
 
 
 def test_apply_overlays_file_settings_with_origin_dns(named):
-    base = Settings().replace("file", receivers=(Receiver("192.0.2.1", 7000),), polling=60,
+    base = Settings().replace("file", collectors=(Collector("192.0.2.1", 7000),), polling=60,
                               header_bytes=200, sampling_by_speed={"1G": 500, "10G": 9999})
     applied = dnssd.apply(base, lookup(named))
-    assert applied.receivers == (Receiver("127.0.0.1", 6343),)
+    assert applied.collectors == (Collector("127.0.0.1", 6343),)
     assert applied.polling == 20
     assert dict(applied.sampling_by_speed) == {"1G": 500, "10G": 2000}
     assert applied.sampling_rate(10_000_000_000) == 2000
     assert applied.sampling_rate(1_000_000_000) == 500
     assert applied.header_bytes == 200
     assert {name: applied.origin(name) for name in
-            ("receivers", "polling", "sampling_by_speed", "header_bytes", "sampling")} == {
-        "receivers": "dns", "polling": "dns", "sampling_by_speed": "dns",
+            ("collectors", "polling", "sampling_by_speed", "header_bytes", "sampling")} == {
+        "collectors": "dns", "polling": "dns", "sampling_by_speed": "dns",
         "header_bytes": "file", "sampling": "default"}
 
 
@@ -190,26 +190,26 @@ def test_two_collectors_in_stable_order(named):
     results = [lookup(named, "two.hsn.test") for _ in range(12)]
     assert len({tuple(r.answers[:2]) for r in results}) == 2  # the server did rotate them
     for result in results:
-        assert result.receivers == (Receiver("127.0.0.1", 6344), Receiver("127.0.0.2", 6343))
+        assert result.collectors == (Collector("127.0.0.1", 6344), Collector("127.0.0.2", 6343))
         assert result.same_config(results[0])
 
 
 def test_aaaa_only_target_is_an_ipv6_receiver(named):
     result = lookup(named, "v6.hsn.test")
-    assert result.receivers == (Receiver("::1", 6343),)
-    assert str(result.receivers[0]) == "[::1]:6343"
+    assert result.collectors == (Collector("::1", 6343),)
+    assert str(result.collectors[0]) == "[::1]:6343"
 
 
 def test_root_and_addressless_targets_skipped_and_ipv4_preferred(named):
     result = lookup(named, "odd.hsn.test")
-    assert result.receivers == (Receiver("127.0.0.3", 6345),)  # dual has A 127.0.0.3 and AAAA ::3
+    assert result.collectors == (Collector("127.0.0.3", 6345),)  # dual has A 127.0.0.3 and AAAA ::3
     assert len(result.warnings) == 2
     assert "'.'" in result.warnings[0] and "nowhere.hsn.test." in result.warnings[1]
 
 
 def test_malformed_txt_skipped_good_keys_apply(named):
     result = lookup(named, "bad.hsn.test")
-    assert result.receivers == (Receiver("127.0.0.1", 6343),)
+    assert result.collectors == (Collector("127.0.0.1", 6343),)
     assert result.settings == {"polling": 15, "agent_cidr": "10.0.0.0/8",
                                "sampling_by_speed": {"100M": 250}}
     skipped = ["novalue", "sampling=abc", "headerBytes=1000", "sampling.1G=-5", "sampling.fast=10",
@@ -234,9 +234,9 @@ def test_domain_not_served_is_refused(named):
 
 def test_zero_srv_means_no_collectors(named):
     result = lookup(named, "txtonly.hsn.test")
-    assert result.receivers == ()
+    assert result.collectors == ()
     assert result.settings == {"polling": 60}
-    assert dnssd.apply(Settings(receivers=(Receiver("192.0.2.1"),)), result).receivers == ()
+    assert dnssd.apply(Settings(collectors=(Collector("192.0.2.1"),)), result).collectors == ()
 
 
 def test_ttl_drives_next_delay(named):
@@ -259,7 +259,7 @@ def test_search_list_tried_in_order(named, tmp_path):
     found = lookup_with("search nothing.hsn.test example.org hsn.test")
     assert found.query == "_sflow._udp.hsn.test."
     # none has SRV records but one exists: no collectors
-    assert lookup_with("search nothing.hsn.test txtonly.hsn.test").receivers == ()
+    assert lookup_with("search nothing.hsn.test txtonly.hsn.test").collectors == ()
     with pytest.raises(DnsSdError, match="NXDOMAIN"):
         lookup_with("domain nothing.hsn.test")
     # a domain that might have had the records failed: no verdict
@@ -272,10 +272,10 @@ def test_search_list_tried_in_order(named, tmp_path):
 # --- a zone that changes, a server that stops ----------------------------------------------
 
 def test_reload_changes_collector(own_named):
-    assert lookup(own_named).receivers == (Receiver("127.0.0.1", 6343),)
+    assert lookup(own_named).collectors == (Collector("127.0.0.1", 6343),)
     own_named.edit("_sflow._udp 300 IN SRV 0 0 6343 collector1",
                    "_sflow._udp 300 IN SRV 0 0 6343 collector2")
-    changed = wait_until(lambda: lookup(own_named).receivers == (Receiver("127.0.0.2", 6343),), 5)
+    changed = wait_until(lambda: lookup(own_named).collectors == (Collector("127.0.0.2", 6343),), 5)
     assert changed
 
 
@@ -306,7 +306,7 @@ def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
     try:
         assert wait_readable(watcher.fileno(), 5)
         first = watcher.handle_events()
-        assert first.receivers == (Receiver("127.0.0.1", 6343),)
+        assert first.collectors == (Collector("127.0.0.1", 6343),)
         now[0] += 30
         assert "last success 30 s ago (collectors: 1)" in watcher.state()
         # TTL 300 s +-10 %, less the 30 s just passed
@@ -340,7 +340,7 @@ def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
         watcher.refresh()
         assert wait_readable(watcher.fileno(), 5)
         second = watcher.handle_events()
-        assert second.receivers == (Receiver("127.0.0.2", 6343),)
+        assert second.collectors == (Collector("127.0.0.2", 6343),)
         assert any("succeeded after 4 failures" in r.getMessage() for r in caplog.records)
     finally:
         watcher.close()

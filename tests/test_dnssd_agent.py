@@ -164,7 +164,7 @@ def test_check_and_discover_show_dns_values_and_their_origin(named, receiver, tm
     check = subprocess.run([*HSAGENT, "check", "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
     rows = {line.split()[0]: line for line in check.stdout.splitlines() if line.strip()}
-    assert rows["receivers"].split()[1:] == [f"127.0.0.1:{receiver.port}", "[dns]"]
+    assert rows["collectors"].split()[1:] == [f"127.0.0.1:{receiver.port}", "[dns]"]
     assert rows["polling"].split()[1:] == ["20", "[dns]"]
     assert rows["sampling"].split()[1:] == ["300", "[file]"]
     assert rows["header_bytes"].split()[1:] == ["128", "[default]"]

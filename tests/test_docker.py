@@ -1,4 +1,4 @@
-"""hsagent.collectors.docker against a real dockerd (tests/dockerd.sh) and the kernel's own files.
+"""hsagent.pollers.docker against a real dockerd (tests/dockerd.sh) and the kernel's own files.
 
 Every value is taken from samples encoded and decoded through hsagent.sflow.datagram and compared
 with the container's cgroup files, /proc/<pid>/net/dev or `docker inspect`.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which("dockerd") is None,
                                 reason="docker.io is not installed (no dockerd)")
 
 docker = pytest.importorskip("docker")
-from hsagent.collectors import docker as dockmod  # noqa: E402  (needs the SDK)
+from hsagent.pollers import docker as dockmod  # noqa: E402  (needs the SDK)
 
 SCRIPT = Path(__file__).with_name("dockerd.sh")
 GOLDEN = Path(__file__).parent / "data" / "hsflowd-docker.sflowtool.txt"
@@ -71,8 +71,8 @@ def remove_test_containers(client):
 
 
 @pytest.fixture
-def collector(image):
-    col = dockmod.Collector(Settings(docker=True))
+def poller(image):
+    col = dockmod.Poller(Settings(docker=True))
     yield col
     col.close()
 
@@ -175,11 +175,11 @@ def hsflowd_container_order():
     raise AssertionError("no container sample in the capture")
 
 
-def test_identity_matches_inspect(run, collector, client):
+def test_identity_matches_inspect(run, poller, client):
     c = run("sleep 600")
-    tracked(collector, c)
+    tracked(poller, c)
     c.reload()
-    rec = decoded(collector, c.id)
+    rec = decoded(poller, c.id)
     assert rec["order"] == hsflowd_container_order()
     descr = rec[records.HostDescr]
     assert descr.hostname == c.name
@@ -197,17 +197,17 @@ def test_identity_matches_inspect(run, collector, client):
     assert cpu.state == records.VIR_DOMAIN_RUNNING and cpu.nr_virt_cpu == os.cpu_count()
     disk = rec[records.VirtDiskIo]
     assert (disk.capacity, disk.allocation, disk.available) == (0, 0, 0)
-    assert collector.domain_count() == len(client.containers.list())
+    assert poller.domain_count() == len(client.containers.list())
 
 
-def test_cpu_of_a_burner(run, collector):
+def test_cpu_of_a_burner(run, poller):
     c = run("yes >/dev/null", nano_cpus=1_000_000_000)
-    tracked(collector, c)
+    tracked(poller, c)
     usage = dirs_of(c).cpu + "/cpuacct.usage"
 
     def bracketed_sample():
         before = read_int(usage) // 1_000_000
-        cpu = decoded(collector, c.id)[records.VirtCpu]
+        cpu = decoded(poller, c.id)[records.VirtCpu]
         assert before <= cpu.cpu_time <= read_int(usage) // 1_000_000  # what the kernel says
         return cpu, time.monotonic()
 
@@ -221,22 +221,22 @@ def test_cpu_of_a_burner(run, collector):
     assert 500 <= per_second <= 1100
 
 
-def test_memory_held_in_shm(run, collector):
+def test_memory_held_in_shm(run, poller):
     idle = run("sleep 600")
     hog = run("dd if=/dev/zero of=/dev/shm/hold bs=1M count=48 2>/dev/null; sleep 600",
               mem_limit="256m")
-    tracked(collector, idle)
-    tracked(collector, hog)
+    tracked(poller, idle)
+    tracked(poller, hog)
     deadline = time.monotonic() + 10
     while read_int(dirs_of(hog).memory + "/memory.usage_in_bytes") < 48 << 20:
         assert time.monotonic() < deadline, "the container never held 48 MiB"
         time.sleep(0.2)
-    mem = decoded(collector, hog.id)[records.VirtMemory]
+    mem = decoded(poller, hog.id)[records.VirtMemory]
     kernel = read_int(dirs_of(hog).memory + "/memory.usage_in_bytes")
     assert abs(mem.memory - kernel) < 1 << 20
     assert mem.memory >= 48 << 20
     assert mem.max_memory == 256 << 20
-    quiet = decoded(collector, idle.id)[records.VirtMemory]
+    quiet = decoded(poller, idle.id)[records.VirtMemory]
     assert quiet.memory < 16 << 20 < mem.memory - quiet.memory
     assert quiet.max_memory == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
@@ -248,33 +248,33 @@ def docker_disk() -> str:
     return "/dev/" + re.search(r"^DEVNAME=(.+)$", uevent, re.M).group(1)
 
 
-def test_disk_bytes_of_a_writer(run, collector):
+def test_disk_bytes_of_a_writer(run, poller):
     # Cgroup v1 on recent kernels counts blkio.throttle.* only for cgroups that have a throttle
     # rule, so the writer gets a generous one; cgroup v2's io.stat counts without it.
     c = run("dd if=/dev/zero of=/data bs=1M count=8 oflag=direct 2>/dev/null; sleep 600",
             device_write_bps=[{"Path": docker_disk(), "Rate": 10 << 30}])
-    tracked(collector, c)
+    tracked(poller, c)
     dirs = dirs_of(c)
     deadline = time.monotonic() + 10
     while cgroups.block_io(dirs).write_bytes < 8 << 20:
         assert time.monotonic() < deadline, "the kernel never counted the 8 MiB written"
         time.sleep(0.2)
-    disk = decoded(collector, c.id)[records.VirtDiskIo]
+    disk = decoded(poller, c.id)[records.VirtDiskIo]
     kernel = cgroups.block_io(dirs)
     assert disk.wr_bytes >= 8 << 20 and disk.wr_req >= 8
     assert (disk.rd_bytes, disk.wr_bytes, disk.rd_req, disk.wr_req) == (
         kernel.read_bytes, kernel.write_bytes, kernel.reads, kernel.writes)
 
 
-def test_ping_from_the_host_shows_in_net_io(run, collector):
+def test_ping_from_the_host_shows_in_net_io(run, poller):
     c = run("sleep 600")
-    tracked(collector, c)
+    tracked(poller, c)
     c.reload()
     ip = c.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
-    before = decoded(collector, c.id)[records.VirtNetIo]
+    before = decoded(poller, c.id)[records.VirtNetIo]
     subprocess.run(["busybox", "ping", "-q", "-c", "20", "-i", "0.02", "-s", "1000", ip],
                    check=True, capture_output=True, timeout=30)
-    after = decoded(collector, c.id)[records.VirtNetIo]
+    after = decoded(poller, c.id)[records.VirtNetIo]
     assert after.rx_packets - before.rx_packets >= 20
     assert after.rx_bytes - before.rx_bytes >= 20 * 1000
     assert after.tx_packets - before.tx_packets >= 20  # the echo replies
@@ -283,25 +283,25 @@ def test_ping_from_the_host_shows_in_net_io(run, collector):
     assert after.rx_bytes <= totals[0] <= after.rx_bytes + 1000  # nothing else talks to it
 
 
-def test_start_pause_and_remove_are_followed(run, collector):
+def test_start_pause_and_remove_are_followed(run, poller):
     c = run("sleep 600")
-    assert tracked(collector, c) < 2.0
+    assert tracked(poller, c) < 2.0
     c.pause()
-    wait_for(collector, lambda: collector.containers[c.id].paused, timeout=2)
-    assert decoded(collector, c.id)[records.VirtCpu].state == records.VIR_DOMAIN_PAUSED
+    wait_for(poller, lambda: poller.containers[c.id].paused, timeout=2)
+    assert decoded(poller, c.id)[records.VirtCpu].state == records.VIR_DOMAIN_PAUSED
     c.unpause()
-    wait_for(collector, lambda: not collector.containers[c.id].paused, timeout=2)
+    wait_for(poller, lambda: not poller.containers[c.id].paused, timeout=2)
     c.rename(c.name + "-renamed")
-    wait_for(collector, lambda: collector._hostnames[c.id].endswith("-renamed"), timeout=2)
-    index = collector.indexes[c.id]
+    wait_for(poller, lambda: poller._hostnames[c.id].endswith("-renamed"), timeout=2)
+    index = poller.indexes[c.id]
     c.remove(force=True)
-    wait_for(collector, lambda: c.id not in collector.containers, timeout=2)
-    assert (3, index) not in collector.sources()
+    wait_for(poller, lambda: c.id not in poller.containers, timeout=2)
+    assert (3, index) not in poller.sources()
 
 
-def test_vanished_container_is_skipped_quietly(run, collector, caplog):
+def test_vanished_container_is_skipped_quietly(run, poller, caplog):
     c = run("sleep 600")
-    tracked(collector, c)
+    tracked(poller, c)
     dirs = dirs_of(c)
     c.kill()
     deadline = time.monotonic() + 5
@@ -309,22 +309,22 @@ def test_vanished_container_is_skipped_quietly(run, collector, caplog):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     # The table still holds it (events not handled yet); the poll must leave it out silently.
-    assert c.id in collector.containers
-    assert decoded(collector, c.id) is None
+    assert c.id in poller.containers
+    assert decoded(poller, c.id) is None
     assert "cannot read" not in caplog.text
 
 
 @pytest.mark.slow
-def test_dockerd_restart_keeps_surviving_containers(run, collector, client):
+def test_dockerd_restart_keeps_surviving_containers(run, poller, client):
     c = run("yes >/dev/null", nano_cpus=200_000_000)  # a fifth of a CPU: counters that grow
-    tracked(collector, c)
-    index = collector.indexes[c.id]
-    before = decoded(collector, c.id)[records.VirtCpu].cpu_time
+    tracked(poller, c)
+    index = poller.indexes[c.id]
+    before = decoded(poller, c.id)[records.VirtCpu].cpu_time
     subprocess.run(["bash", str(SCRIPT), "stop"], check=True, timeout=60)
     try:
         time.sleep(1)
-        collector.handle_events()
-        during = decoded(collector, c.id)  # --live-restore: still running and polled
+        poller.handle_events()
+        during = decoded(poller, c.id)  # --live-restore: still running and polled
         assert during is not None and during[records.VirtCpu].cpu_time > before
     finally:
         start_dockerd()
@@ -332,9 +332,9 @@ def test_dockerd_restart_keeps_surviving_containers(run, collector, client):
     try:
         later = restarted.containers.run(start_dockerd(), ["sleep", "600"], detach=True,
                                          name=f"{PREFIX}{uuid.uuid4().hex[:10]}", labels=[LABEL])
-        wait_for(collector, lambda: later.id in collector.containers, timeout=40)  # backoff
-        assert collector.indexes[c.id] == index
-        after = decoded(collector, c.id)
+        wait_for(poller, lambda: later.id in poller.containers, timeout=40)  # backoff
+        assert poller.indexes[c.id] == index
+        after = decoded(poller, c.id)
         assert after[records.HostDescr].hostname == c.name
         assert after[records.VirtCpu].cpu_time > during[records.VirtCpu].cpu_time
     finally:
@@ -352,23 +352,23 @@ def rss_kb() -> int:
 
 
 @pytest.mark.slow
-def test_churn_leaks_no_fds_or_memory(client, image, collector):
+def test_churn_leaks_no_fds_or_memory(client, image, poller):
     def cycle(n):
         batch = [client.containers.create(image, ["sleep", "600"], labels=[LABEL],
                                           name=f"{PREFIX}{uuid.uuid4().hex[:10]}")
                  for _ in range(n)]
         for c in batch:
             c.start()
-        wait_for(collector, lambda: all(c.id in collector.containers for c in batch), timeout=30)
-        collector.poll(set(collector.sources()))
+        wait_for(poller, lambda: all(c.id in poller.containers for c in batch), timeout=30)
+        poller.poll(set(poller.sources()))
         for c in batch:
             c.remove(force=True)
-        wait_for(collector, lambda: not any(c.id in collector.containers for c in batch),
+        wait_for(poller, lambda: not any(c.id in poller.containers for c in batch),
                  timeout=30)
 
     try:
         # Warm-up: the Docker SDK keeps a connection pool per URL (so per container id), up to
-        # 25 of them, in both the collector's client and ours; fill those first.
+        # 25 of them, in both the poller's client and ours; fill those first.
         for _ in range(3):
             cycle(10)
         fds, rss = fd_count(), rss_kb()
@@ -376,6 +376,6 @@ def test_churn_leaks_no_fds_or_memory(client, image, collector):
             cycle(10)
         assert fd_count() <= fds + 2
         assert rss_kb() <= rss + 4096
-        assert collector.domain_count() == len(client.containers.list())
+        assert poller.domain_count() == len(client.containers.list())
     finally:
         remove_test_containers(client)

@@ -1,4 +1,4 @@
-"""The host collector (2:1): pure parsers on recorded text, a fixture tree, and the live kernel."""
+"""The host poller (2:1): pure parsers on recorded text, a fixture tree, and the live kernel."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import psutil
 import pytest
 
 from hsagent import procfs
-from hsagent.collectors import host
+from hsagent.pollers import host
 from hsagent.sflow import records
 
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def poll_records(collector) -> list:
-    (sample,) = collector.poll({host.HOST_SOURCE})
+def poll_records(poller) -> list:
+    (sample,) = poller.poll({host.HOST_SOURCE})
     assert (sample.ds_class, sample.ds_index) == (2, 1)
     return sample.records
 
@@ -305,12 +305,12 @@ def build_tree(root, mountpoint):
     return procfs.Roots(str(root / "proc"), str(root / "sys"), str(root / "etc"))
 
 
-def test_collector_on_a_fixture_tree(tmp_path):
+def test_poller_on_a_fixture_tree(tmp_path):
     roots = build_tree(tmp_path / "tree", tmp_path)
-    collector = host.Collector(None, roots=roots)
-    assert collector.sources() == [(2, 1)]
-    assert collector.poll({(0, 2)}) == []
-    recs = poll_records(collector)
+    poller = host.Poller(None, roots=roots)
+    assert poller.sources() == [(2, 1)]
+    assert poller.poll({(0, 2)}) == []
+    recs = poll_records(poller)
     assert [type(r) for r in recs] == [
         records.HostAdapters, records.Mib2TcpGroup, records.Mib2IcmpGroup, records.Mib2IpGroup,
         records.HostDiskIo, records.HostMemory, records.HostCpu, records.HostNetIo, records.HostDescr]
@@ -324,21 +324,21 @@ def test_collector_on_a_fixture_tree(tmp_path):
     assert got[records.HostDiskIo][3:] == (1, 2 * 512, 3, 4, 5 * 512, 6)
     assert got[records.HostDescr].uuid == bytes.fromhex("3d1219c7c4c5404aaa1f6d2a48adfda4")
 
-    collector.virt_domains = lambda: 4
-    first = poll_records(collector)[0]
+    poller.virt_domains = lambda: 4
+    first = poll_records(poller)[0]
     assert first == records.VirtNode(1800, 1, 24684096 * 1024, 24137400 * 1024, 4)
-    collector.virt_domains = lambda: None  # container count unknown: no virt_node
-    assert type(poll_records(collector)[0]) is records.HostAdapters
+    poller.virt_domains = lambda: None  # container count unknown: no virt_node
+    assert type(poll_records(poller)[0]) is records.HostAdapters
 
 
 def test_unreadable_file_leaves_its_record_out_and_logs_once(tmp_path, caplog):
     roots = build_tree(tmp_path / "tree", tmp_path)
     os.remove(os.path.join(roots.proc, "meminfo"))
-    collector = host.Collector(None, roots=roots)
-    collector.virt_domains = lambda: 1
+    poller = host.Poller(None, roots=roots)
+    poller.virt_domains = lambda: 1
     with caplog.at_level(logging.WARNING, logger=host.__name__):
         for _ in range(3):
-            kinds = [type(r) for r in poll_records(collector)]
+            kinds = [type(r) for r in poll_records(poller)]
             assert records.HostMemory not in kinds and records.VirtNode not in kinds
             assert records.HostCpu in kinds
     assert len([r for r in caplog.records if "host_memory" in r.getMessage()]) == 1
@@ -347,8 +347,8 @@ def test_unreadable_file_leaves_its_record_out_and_logs_once(tmp_path, caplog):
 def test_slow_changing_lists_refresh_every_60_s(tmp_path):
     roots = build_tree(tmp_path / "tree", tmp_path)
     now = [1000.0]
-    collector = host.Collector(None, roots=roots, clock=lambda: now[0])
-    poll_records(collector)
+    poller = host.Poller(None, roots=roots, clock=lambda: now[0])
+    poll_records(poller)
     eth1 = tmp_path / "tree/sys/class/net/eth1"
     eth1.mkdir()
     (eth1 / "device").mkdir()
@@ -356,24 +356,24 @@ def test_slow_changing_lists_refresh_every_60_s(tmp_path):
     for name, text in attrs.items():
         (eth1 / name).write_text(text + "\n")
     now[0] += host.SLOW_REFRESH_S - 1
-    assert len(by_type(poll_records(collector))[records.HostAdapters].adapters) == 1
+    assert len(by_type(poll_records(poller))[records.HostAdapters].adapters) == 1
     now[0] += 1
-    assert len(by_type(poll_records(collector))[records.HostAdapters].adapters) == 2
+    assert len(by_type(poll_records(poller))[records.HostAdapters].adapters) == 2
 
 
 # --- the live kernel ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def collector():
-    return host.Collector(None)
+def poller():
+    return host.Poller(None)
 
 
-def test_live_records_order_and_round_trip(collector):
-    collector.virt_domains = lambda: 2
+def test_live_records_order_and_round_trip(poller):
+    poller.virt_domains = lambda: 2
     try:
-        recs = poll_records(collector)
+        recs = poll_records(poller)
     finally:
-        collector.virt_domains = None
+        poller.virt_domains = None
     assert [type(r) for r in recs] == [
         records.VirtNode, records.HostAdapters, records.Mib2UdpGroup, records.Mib2TcpGroup,
         records.Mib2IcmpGroup, records.Mib2IpGroup, records.HostDiskIo, records.HostMemory,
@@ -382,23 +382,23 @@ def test_live_records_order_and_round_trip(collector):
         assert_round_trip(r)
 
 
-def test_live_memory_matches_meminfo(collector):
-    mem = by_type(poll_records(collector))[records.HostMemory]
+def test_live_memory_matches_meminfo(poller):
+    mem = by_type(poll_records(poller))[records.HostMemory]
     meminfo = {line.split(":")[0]: int(line.split()[1]) for line in open("/proc/meminfo")}
     assert mem.mem_total == meminfo["MemTotal"] * 1024
     assert mem.swap_total == meminfo["SwapTotal"] * 1024
     assert mem.mem_total == psutil.virtual_memory().total
 
 
-def test_live_cpu_matches_kernel(collector):
-    cpu = by_type(poll_records(collector))[records.HostCpu]
+def test_live_cpu_matches_kernel(poller):
+    cpu = by_type(poll_records(poller))[records.HostCpu]
     with open("/proc/uptime") as f:
         uptime = float(f.read().split()[0])
     assert cpu.cpu_num == os.cpu_count()
     assert abs(cpu.uptime - uptime) <= 2
     with open("/proc/cpuinfo") as f:
         mhz = [float(l.split(":")[1]) for l in f if l.startswith("cpu MHz")]
-    if mhz:  # the clock may scale between the collector's read and ours
+    if mhz:  # the clock may scale between the poller's read and ours
         assert abs(cpu.cpu_speed - mhz[0]) <= 0.2 * mhz[0]
     with open("/proc/loadavg") as f:
         tasks = int(f.read().split()[3].split("/")[1])
@@ -414,14 +414,14 @@ while time.process_time() < end and time.monotonic() < {deadline}:
 """
 
 
-def test_live_cpu_user_grows_with_a_busy_child(collector):
-    before = by_type(poll_records(collector))[records.HostCpu]
+def test_live_cpu_user_grows_with_a_busy_child(poller):
+    before = by_type(poll_records(poller))[records.HostCpu]
     t0 = time.monotonic()
     spin = SPIN.format(s=2.0, deadline=time.monotonic() + 10)
     child = subprocess.Popen([sys.executable, "-c", spin])
     _, _, usage = os.wait4(child.pid, 0)
     wall = time.monotonic() - t0
-    after = by_type(poll_records(collector))[records.HostCpu]
+    after = by_type(poll_records(poller))[records.HostCpu]
     delta = {f: (getattr(after, f) - getattr(before, f)) % 2**32
              for f in ("cpu_user", "cpu_nice", "cpu_system", "cpu_idle", "cpu_wio", "cpu_intr",
                        "cpu_sintr", "cpu_steal")}
@@ -433,10 +433,10 @@ def test_live_cpu_user_grows_with_a_busy_child(collector):
     assert sum(delta.values()) == pytest.approx(wall * 1000 * os.cpu_count(), rel=0.15)
 
 
-def test_live_mib2_matches_proc_net_snmp(collector):
+def test_live_mib2_matches_proc_net_snmp(poller):
     with open("/proc/net/snmp") as f:
         before = snmp_tables(f.read())
-    groups = by_type(poll_records(collector))
+    groups = by_type(poll_records(poller))
     with open("/proc/net/snmp") as f:
         after = snmp_tables(f.read())
     checked = 0
@@ -452,9 +452,9 @@ def test_live_mib2_matches_proc_net_snmp(collector):
     assert checked == 19 + 15 + 7  # every field of the three groups exists on this kernel
 
 
-def test_live_disk_matches_statvfs_and_diskstats(collector):
+def test_live_disk_matches_statvfs_and_diskstats(poller):
     io_before = psutil.disk_io_counters(perdisk=True)
-    disk = by_type(poll_records(collector))[records.HostDiskIo]
+    disk = by_type(poll_records(poller))[records.HostDiskIo]
     io_after = psutil.disk_io_counters(perdisk=True)
     devices = {}
     for p in psutil.disk_partitions(all=False):
@@ -476,8 +476,8 @@ def test_live_disk_matches_statvfs_and_diskstats(collector):
         assert (getattr(disk, field) - lo) % width <= hi - lo, field
 
 
-def test_live_adapters_and_net_io_match_iproute2(collector):
-    recs = by_type(poll_records(collector))
+def test_live_adapters_and_net_io_match_iproute2(poller):
+    recs = by_type(poll_records(poller))
     links = json.loads(subprocess.run(["ip", "-j", "link", "show"], check=True, capture_output=True,
                                       text=True).stdout)
     hardware = {l["ifname"]: l for l in links
@@ -487,7 +487,7 @@ def test_live_adapters_and_net_io_match_iproute2(collector):
     assert sorted((a.if_index, a.macs[0].hex()) for a in adapters) == sorted(
         (l["ifindex"], l["address"].replace(":", "")) for l in hardware.values())
     before = psutil.net_io_counters(pernic=True)
-    nio = by_type(poll_records(collector))[records.HostNetIo]
+    nio = by_type(poll_records(poller))[records.HostNetIo]
     after = psutil.net_io_counters(pernic=True)
     for ours, theirs in [(nio.bytes_in, "bytes_recv"), (nio.bytes_out, "bytes_sent")]:
         lo = sum(getattr(before[n], theirs) for n in hardware)
@@ -495,8 +495,8 @@ def test_live_adapters_and_net_io_match_iproute2(collector):
         assert lo <= ours <= hi, theirs
 
 
-def test_live_descr_matches_uname(collector):
-    descr = by_type(poll_records(collector))[records.HostDescr]
+def test_live_descr_matches_uname(poller):
+    descr = by_type(poll_records(poller))[records.HostDescr]
     u = os.uname()
     assert (descr.hostname, descr.os_release, descr.os_name) == (u.nodename, u.release, records.OS_NAME_LINUX)
     assert descr.machine_type == host.machine_type(u.machine) != 0
@@ -508,9 +508,9 @@ def test_live_descr_matches_uname(collector):
     assert descr.uuid == expected
 
 
-def test_live_poll_costs_well_under_5_ms(collector):
-    poll_records(collector)
+def test_live_poll_costs_well_under_5_ms(poller):
+    poll_records(poller)
     start = time.process_time()
     for _ in range(50):
-        poll_records(collector)
+        poll_records(poller)
     assert (time.process_time() - start) / 50 < 0.005

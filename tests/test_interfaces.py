@@ -1,8 +1,8 @@
 """Interface counters (0:ifIndex) against the kernel, inside network namespaces.
 
-The collector must run inside the namespace it watches (netlink and /sys follow the process),
+The poller must run inside the namespace it watches (netlink and /sys follow the process),
 so each namespace test starts this file as a worker under `ip netns exec`: it builds a
-Collector and answers one command per line, sending its samples back as an encoded sFlow
+Poller and answers one command per line, sending its samples back as an encoded sFlow
 datagram that the test decodes. The test itself changes the namespace with `ip` and compares
 what the decoded samples say with what the kernel says.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from hsagent import netlink
-from hsagent.collectors.interfaces import (Collector, IFTYPE_ETHERNET, Port, counters_sample, direction,
+from hsagent.pollers.interfaces import (Poller, IFTYPE_ETHERNET, Port, counters_sample, direction,
                                            ethernet_counters, if_counters, if_status, needs_sysfs,
                                            speed_bps)
 from hsagent.netlink import Link, LinkStats
@@ -123,23 +123,23 @@ def test_sysfs_text_and_flags():
 # --- the worker that runs inside a namespace -----------------------------------------------
 
 def worker(event_buffer: int | None) -> None:
-    """A Collector inside the current namespace, one JSON reply per command on stdin."""
+    """A Poller inside the current namespace, one JSON reply per command on stdin."""
     if event_buffer:
         netlink.EVENT_BUFFER_BYTES = event_buffer
-    collector = Collector(Settings())
+    poller = Poller(Settings())
     for line in sys.stdin:
         if line.strip() == "poll":
             start = time.process_time()
-            samples = collector.poll(collector.sources())
+            samples = poller.poll(poller.sources())
             cpu = time.process_time() - start
             datagram = encode_datagram(Datagram(ip_address("127.0.0.1"), 0, 1, 0, samples))
             reply = {"datagram": datagram.hex(), "cpu": cpu}
         else:  # "wait": for link events, then apply them
-            readable, _, _ = select.select([collector], [], [], 2.0)
-            collector.handle_events()
-            reply = {"readable": bool(readable), "sources": sorted(collector.sources())}
+            readable, _, _ = select.select([poller], [], [], 2.0)
+            poller.handle_events()
+            reply = {"readable": bool(readable), "sources": sorted(poller.sources())}
         print(json.dumps(reply), flush=True)
-    collector.close()
+    poller.close()
 
 
 class Worker:
@@ -347,7 +347,7 @@ def test_hundreds_of_interfaces_in_one_poll(netns, start_worker):
     assert {i: name.name for i, (_, name) in samples.items()} == expected
     assert worker.cpu < 0.040  # the whole poll, with 2x headroom over the 1,000-port budget
 
-    # A burst of 500 more while the collector runs: events (or a re-dump after an overrun)
+    # A burst of 500 more while the poller runs: events (or a re-dump after an overrun)
     # bring them all in.
     add_veth_pairs(ns, 250, 250)
     worker.wait()
@@ -359,7 +359,7 @@ def test_hundreds_of_interfaces_in_one_poll(netns, start_worker):
 def test_lost_link_events_are_recovered_by_a_dump(netns, start_worker):
     ns = make_ns(netns)
     worker = start_worker(ns, event_buffer=4096)  # far too small for the burst below
-    assert worker.poll() == {}  # the collector is up before the burst
+    assert worker.poll() == {}  # the poller is up before the burst
     add_veth_pairs(ns, 0, 100)
     readable, sources = worker.wait()
     expected = {e["ifindex"] for name, e in links(ns).items() if name != "lo"}
@@ -373,9 +373,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
 
 TARGETED = """
 import json
-from hsagent.collectors.interfaces import Collector
+from hsagent.pollers.interfaces import Poller
 from hsagent.settings import Settings
-c = Collector(Settings())
+c = Poller(Settings())
 everything = {s.ds_index: s.records[0]._asdict() for s in c.poll(c.sources())}
 some = sorted(everything)[:3]
 few = {s.ds_index: s.records[0]._asdict() for s in c.poll({(0, i) for i in some} | {(0, 999999)})}

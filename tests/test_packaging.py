@@ -139,7 +139,7 @@ def test_runs_on_debian_python(installed):
     assert launcher.split()[0] == "#!/usr/bin/python3"
     assert run("/usr/bin/hsagent", "--version").stdout.strip() == f"hsagent {VERSION}"
     checked = run("/usr/bin/hsagent", "check", "-c", "/etc/hsagent.conf")
-    assert "receivers" in checked.stdout
+    assert "collectors" in checked.stdout
     # the package's files, not a copy elsewhere on the path, with Debian's libraries
     where = run("/usr/bin/python3", "-I", "-c", "import hsagent, docker, psutil, dns, pyroute2;"
                 "print(hsagent.__file__, docker.__file__, psutil.__file__, dns.__file__,"

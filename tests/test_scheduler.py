@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from hsagent import agent as agent_module
-from hsagent import collectors
+from hsagent import pollers
 from hsagent.agent import Agent
 from hsagent.settings import Settings
 from hsagent.sflow.datagram import CountersSample, decode_datagram
@@ -22,7 +22,7 @@ class Clock:
         return self.now
 
 
-class FakeCollector:
+class FakePoller:
     """Ten interfaces; records when each was polled."""
 
     def __init__(self, settings):
@@ -44,14 +44,14 @@ class FakeCollector:
 
 @pytest.fixture
 def scheduled(monkeypatch):
-    monkeypatch.setattr(collectors, "enabled_modules", lambda settings: ["fake"])
-    monkeypatch.setattr(collectors, "load", lambda name: FakeCollector)
+    monkeypatch.setattr(pollers, "enabled_modules", lambda settings: ["fake"])
+    monkeypatch.setattr(pollers, "load", lambda name: FakePoller)
     monkeypatch.setattr(agent_module.agent_address, "choose", lambda settings, current: ("192.0.2.1", None))
     clock = Clock()
     sent = []  # every datagram, as sent
     agent = Agent(auto_file=None, on_datagram=sent.append, clock=clock, rng=random.Random(7))
     agent.configure(Settings(dnssd=False, polling=10))
-    fake = agent.collectors["fake"]
+    fake = agent.pollers["fake"]
     fake.clock = clock
 
     def run_until(end):

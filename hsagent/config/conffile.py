@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from hsagent.settings import (DEFAULT_PORT, NflogSettings, PsampleSettings, Receiver,
+from hsagent.settings import (DEFAULT_PORT, NflogSettings, PsampleSettings, Collector,
                               Settings, check_cidr, check_ip, check_range, parse_speed_key,
                               speed_key)
 
@@ -140,8 +140,8 @@ class Block:
 def add_collector(parser: Parser, values: dict, where: Token) -> None:
     if "ip" not in values:
         raise parser.at(where, "collector { } without ip = ADDRESS")
-    receiver = Receiver(values["ip"], values.get("port", DEFAULT_PORT))
-    parser.append("receivers", receiver, where, f"collector {receiver}")
+    collector = Collector(values["ip"], values.get("port", DEFAULT_PORT))
+    parser.append("collectors", collector, where, f"collector {collector}")
 
 
 def add_pcap(parser: Parser, values: dict, where: Token) -> None:
@@ -425,7 +425,7 @@ class Parser:
         if self.speed_rates:
             changes["sampling_by_speed"] = MappingProxyType(
                 {key: rate for key, (rate, _) in self.speed_rates.items()})
-        if changes.get("dnssd") is False and not changes.get("receivers"):
+        if changes.get("dnssd") is False and not changes.get("collectors"):
             raise self.at(sflow, "DNSSD is off and there is no collector { }: nowhere to send sFlow")
         return Settings().replace("file", **changes)
 

@@ -5,7 +5,7 @@ each TXT character-string is one `key=value` setting, checked like the config fi
 result overlays the file's settings (`apply`), so DNS-SD feeds the same `Settings` model.
 
 Choices where hsflowd leaves room (section 7 of the reference):
-- A collector name becomes ONE receiver: its lowest IPv4 address, else its lowest IPv6
+- A collector name becomes ONE address: its lowest IPv4 address, else its lowest IPv6
   address. IPv4 first because a host with a link-local-only or unrouted IPv6 stack would
   silently lose datagrams; the lowest address so a round-robin server does not look like a
   change on every refresh. A name with neither is skipped with a warning.
@@ -33,7 +33,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from ..settings import Receiver, Settings, check_range, parse_speed_key, speed_key
+from ..settings import Collector, Settings, check_range, parse_speed_key, speed_key
 from .conffile import SFLOW_KEYS, integer
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class _NoSuchName(DnsSdError):
 @dataclass(frozen=True)
 class DnsSdResult:
     query: str  # the name that answered, e.g. "_sflow._udp.example.com."
-    receivers: tuple[Receiver, ...]  # sorted; () means "no collectors: stop sending"
+    collectors: tuple[Collector, ...]  # sorted; () means "no collectors: stop sending"
     settings: dict  # Settings attribute -> value, from the TXT strings
     ttl: int | None  # smallest TTL among the answers used; None when nothing was answered
     answers: list[str]  # the records used, in zone-file text, for `hsagent discover`
@@ -68,7 +68,7 @@ class DnsSdResult:
 
     def same_config(self, other: "DnsSdResult | None") -> bool:
         """True when `other` would configure the agent the same way (TTLs and order aside)."""
-        return other is not None and (self.receivers, self.settings) == (other.receivers,
+        return other is not None and (self.collectors, self.settings) == (other.collectors,
                                                                            other.settings)
 
 
@@ -250,9 +250,9 @@ def _address(resolver, target: dns.name.Name):
     return None
 
 
-def _receivers(resolver, srv) -> tuple[tuple[Receiver, ...], list, list[str]]:
-    """(receivers sorted, address RRsets used, warnings) for the SRV records."""
-    receivers, used, warnings = set(), [], []
+def _collectors(resolver, srv) -> tuple[tuple[Collector, ...], list, list[str]]:
+    """(collectors sorted, address RRsets used, warnings) for the SRV records."""
+    collectors, used, warnings = set(), [], []
     for record in sorted(srv or (), key=lambda r: (r.target, r.port)):
         target = record.target.to_text()
         if len(target.rstrip(".")) < 4:  # hsflowd's rule; covers "." (RFC 2782: no service)
@@ -267,8 +267,8 @@ def _receivers(resolver, srv) -> tuple[tuple[Receiver, ...], list, list[str]]:
             continue
         used.append(rrset)
         lowest = min((ipaddress.ip_address(r.address) for r in rrset))
-        receivers.add(Receiver(str(lowest), record.port))
-    return tuple(sorted(receivers)), used, warnings
+        collectors.add(Collector(str(lowest), record.port))
+    return tuple(sorted(collectors)), used, warnings
 
 
 def lookup(settings: Settings, timeout: float = QUERY_TIMEOUT,
@@ -277,14 +277,14 @@ def lookup(settings: Settings, timeout: float = QUERY_TIMEOUT,
     resolver = _resolver(settings, timeout, resolv_conf)
     name, srv = _find_service(resolver, _query_names(settings, resolv_conf))
     txt = _query(resolver, name, "TXT")
-    receivers, addresses, warnings = _receivers(resolver, srv)
+    collectors, addresses, warnings = _collectors(resolver, srv)
     # servers may rotate records; sorting the TXT records keeps "which duplicate wins" stable
     strings = [s for record in sorted(txt or (), key=lambda r: r.strings) for s in record.strings]
     txt_settings, txt_warnings = parse_txt(strings)
     rrsets = [rrset for rrset in (srv, txt, *addresses) if rrset is not None]
     return DnsSdResult(
         query=name.to_text(),
-        receivers=receivers,
+        collectors=collectors,
         settings=txt_settings,
         ttl=min((rrset.ttl for rrset in rrsets), default=None),
         answers=[line for rrset in rrsets for line in rrset.to_text().splitlines()],
@@ -293,7 +293,7 @@ def lookup(settings: Settings, timeout: float = QUERY_TIMEOUT,
 
 
 def apply(base: Settings, result: DnsSdResult) -> Settings:
-    """`base` (defaults <- file) overlaid with the DNS-SD values; DNS receivers replace the file's.
+    """`base` (defaults <- file) overlaid with the DNS-SD values; DNS collectors replace the file's.
 
     `sampling.<speed>` entries merge per speed: a speed the TXT does not mention keeps the file's
     rate."""
@@ -301,7 +301,7 @@ def apply(base: Settings, result: DnsSdResult) -> Settings:
     if "sampling_by_speed" in changes:
         changes["sampling_by_speed"] = MappingProxyType(
             {**base.sampling_by_speed, **changes["sampling_by_speed"]})
-    return base.replace("dns", receivers=result.receivers, **changes)
+    return base.replace("dns", collectors=result.collectors, **changes)
 
 
 def next_delay(result: DnsSdResult | None, failures: int, rng=random) -> float:
@@ -317,7 +317,7 @@ def next_delay(result: DnsSdResult | None, failures: int, rng=random) -> float:
 
 def describe(result: DnsSdResult) -> str:
     """One line for the log: the collectors and settings a result installs."""
-    collectors = ", ".join(map(str, result.receivers)) or "none (sending stops)"
+    collectors = ", ".join(map(str, result.collectors)) or "none (sending stops)"
     settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
     return f"{result.query} collectors: {collectors}" + (f"; {settings}" if settings else "")
 
@@ -395,7 +395,7 @@ class DnsSdWatcher:
             parts.append("no successful lookup yet")
         else:
             parts.append(f"last success {now - success_at:.0f} s ago "
-                         f"(collectors: {len(latest.receivers)})")
+                         f"(collectors: {len(latest.collectors)})")
         if error is not None:
             parts.append(f"last error {now - error_at:.0f} s ago: {error}")
         parts.append(f"next query in {max(0.0, next_at - now):.0f} s")

@@ -1,8 +1,8 @@
-"""Counter collectors: one module per kind of data source.
+"""Counter pollers: one module per kind of data source.
 
-Each module defines a `Collector` class with this shape (the agent relies on nothing else):
+Each module defines a `Poller` class with this shape (the agent relies on nothing else):
 
-    Collector(settings)                 build it for these Settings
+    Poller(settings)                 build it for these Settings
     sources() -> iterable of (ds_class, ds_index)
                                         the data sources it has right now
     poll(due) -> list[CountersSample]   read counters for the data sources in `due` (a set of
@@ -37,5 +37,5 @@ def enabled_modules(settings) -> list[str]:
 
 
 def load(name: str):
-    """The Collector class of hsagent.collectors.<name>."""
-    return importlib.import_module(f"{__name__}.{name}").Collector
+    """The Poller class of hsagent.pollers.<name>."""
+    return importlib.import_module(f"{__name__}.{name}").Poller

@@ -435,9 +435,9 @@ def read_uuid(roots: procfs.Roots) -> bytes:
     )
 
 
-# --- the collector -----------------------------------------------------------------------
+# --- the poller -----------------------------------------------------------------------
 
-class Collector:
+class Poller:
     """Counters of the physical host (2:1). Set `virt_domains` to a callable returning the number
     of containers (or None while unknown) to add virt_node, as hsflowd does on a Docker host."""
 

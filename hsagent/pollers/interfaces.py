@@ -134,7 +134,7 @@ def read_sysfs(name: str, attribute: str) -> str | None:
         return None
 
 
-class Collector:
+class Poller:
     def __init__(self, settings):
         self._ports: dict[int, Port] = {}
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
@@ -191,7 +191,7 @@ class Collector:
             direction(read_sysfs(link.name, "duplex")),
         )
 
-    # --- the Collector shape -----------------------------------------------------------
+    # --- the Poller shape -----------------------------------------------------------
 
     def sources(self) -> set[tuple[int, int]]:
         return {(DS_IFINDEX, index) for index in self._ports}

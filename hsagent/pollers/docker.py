@@ -285,9 +285,9 @@ class _Watcher:
         self.thread.join(timeout=5)
 
 
-# --- the collector ---------------------------------------------------------------------
+# --- the poller ---------------------------------------------------------------------
 
-class Collector:
+class Poller:
     """Docker containers as data sources; see the module docstring."""
 
     def __init__(self, settings, base_url: str = DOCKER_URL, proc: str = PROC):
