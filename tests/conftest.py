@@ -155,3 +155,90 @@ def netns():
     yield make
     for ns in made:
         ns.delete()
+
+
+# --- Open vSwitch: a private instance per test (tests/ovs.sh) --------------------------------
+
+OVS_SH = str(Path(__file__).with_name("ovs.sh"))
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+class in_netns:
+    """`with in_netns(name):` this thread is in that namespace; sockets made inside stay there."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        there = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            _setns(there)
+        finally:
+            os.close(there)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            _setns(self._home)
+        finally:
+            os.close(self._home)
+
+
+class PrivateOvs:
+    """ovsdb-server and ovs-vswitchd of one test, in its namespace, every file in `dir`."""
+
+    def __init__(self, ns: Netns, directory: Path):
+        self.ns, self.dir = ns, directory
+        self.db = subprocess.run([OVS_SH, "start", ns.name, str(directory)], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+
+    def vsctl(self, *args: str) -> str:
+        result = subprocess.run(["ovs-vsctl", f"--db={self.db}", "--timeout=10", *args],
+                                env={**os.environ, "OVS_RUNDIR": str(self.dir)},
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise AssertionError(f"ovs-vsctl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def table(self, table: str, *columns: str) -> list[dict]:
+        """Every row of a table as ovs-vsctl reads it: {column: value in OVSDB JSON}."""
+        import json
+
+        args = ["--format=json", f"--columns={','.join(('_uuid',) + columns)}"] if columns else ["--format=json"]
+        data = json.loads(self.vsctl(*args, "list", table))
+        return [dict(zip(data["headings"], row)) for row in data["data"]]
+
+    def add_bridge(self, name: str, *ports: str) -> None:
+        args = ["add-br", name, "--", "set", "bridge", name, "datapath_type=netdev"]
+        for port in ports:
+            args += ["--", "add-port", name, port]
+        self.vsctl(*args)
+
+    def stop_db(self) -> None:
+        subprocess.run([OVS_SH, "stop-db", str(self.dir)], check=True)
+
+    def start_db(self) -> None:
+        subprocess.run([OVS_SH, "start-db", self.ns.name, str(self.dir)], check=True)
+
+
+@pytest.fixture
+def private_ovs(netns):
+    """A running private Open vSwitch inside a new namespace; stopped and removed afterwards.
+    Its directory is world-traversable so an agent that dropped root can reach files in it."""
+    ns = netns("hso")
+    directory = Path(tempfile.mkdtemp(prefix="hsagent-ovs-"))
+    directory.chmod(0o755)
+    try:
+        yield PrivateOvs(ns, directory)
+    finally:  # also after a start that failed half-way
+        subprocess.run([OVS_SH, "stop", str(directory)], check=False)
+        shutil.rmtree(directory, ignore_errors=True)
