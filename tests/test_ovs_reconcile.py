@@ -1,0 +1,198 @@
+"""The OVS module's pure parts: JSON-RPC framing, the replica, desired rows, reconcile."""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given, strategies as st
+
+from hsagent.ovs import ovsdb
+from hsagent.ovs.jsonrpc import ConnectionLost, Splitter
+from hsagent.ovs.reconcile import (MARK, NO_SAMPLING, Bridge, Current, SflowRow, describe, desired,
+                                   next_cfg_of, observe, reconcile, transaction_error, wanted_row)
+from hsagent.settings import Collector, Settings
+
+AGENT = "198.18.0.1"
+COLLECTORS = (Collector("198.51.100.7", 6343), Collector("2001:db8::7", 6400))
+SETTINGS = Settings(collectors=COLLECTORS, polling=20, header_bytes=96,
+                    sampling_by_speed=MappingProxyType({"10G": 2000}))
+
+
+# --- framing -------------------------------------------------------------------------------
+
+MESSAGES = [
+    {"method": "update", "params": ["hsagent", {"Bridge": {"u1": {"new": {"name": "br{0}"}}}}], "id": None},
+    {"id": 7, "result": [{"rows": [{"next_cfg": 3}]}], "error": None},
+    {"id": "echo", "method": "echo", "params": ["quote \" and \\ and } { inside"]},
+    {"id": 8, "result": "snowman \u2603 and more", "error": None},
+]
+
+
+def test_splitter_finds_every_message_at_every_split_point():
+    stream = b"".join(json.dumps(m, ensure_ascii=False).encode() for m in MESSAGES)
+    for cut in range(len(stream) + 1):
+        splitter = Splitter()
+        assert splitter.feed(stream[:cut]) + splitter.feed(stream[cut:]) == MESSAGES
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12)
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), min_size=1, max_size=5),
+       st.lists(st.integers(min_value=1, max_value=40), max_size=20))
+def test_splitter_any_objects_any_chunks(objects, chunk_sizes):
+    stream = b"".join(json.dumps(o).encode() for o in objects)
+    splitter, received, at = Splitter(), [], 0
+    for size in chunk_sizes:
+        received += splitter.feed(stream[at:at + size])
+        at += size
+    received += splitter.feed(stream[at:])
+    assert received == objects
+
+
+def test_splitter_rejects_what_is_not_json_rpc():
+    with pytest.raises(ConnectionLost):
+        Splitter().feed(b"HTTP/1.1 400 Bad Request\r\n")
+    with pytest.raises(ConnectionLost, match="malformed"):
+        Splitter().feed(b'{"id": 1,, }')
+
+
+# --- the replica and what it says ----------------------------------------------------------
+
+def _replica_with_two_bridges() -> ovsdb.Replica:
+    """Initial monitor contents in RFC 7047's <table-updates> form."""
+    replica = ovsdb.Replica()
+    replica.update({
+        "Open_vSwitch": {"root": {"new": {"bridges": ["set", [["uuid", "b0"], ["uuid", "b1"]]],
+                                          "next_cfg": 4, "cur_cfg": 4}}},
+        "Bridge": {
+            "b0": {"new": {"name": "br0", "sflow": ["uuid", "s0"], "ports": ["set", [["uuid", "p0"], ["uuid", "p1"]]]}},
+            "b1": {"new": {"name": "br1", "sflow": ["set", []], "ports": ["uuid", "p2"]}},
+        },
+        "Port": {"p0": {"new": {"interfaces": ["uuid", "i0"]}},
+                 "p1": {"new": {"interfaces": ["set", [["uuid", "i1"], ["uuid", "i2"]]]}},
+                 "p2": {"new": {"interfaces": ["uuid", "i3"]}}},
+        "Interface": {"i0": {"new": {"link_speed": 1_000_000_000}},
+                      "i1": {"new": {"link_speed": 10_000_000_000}},
+                      "i2": {"new": {"link_speed": ["set", []]}},
+                      "i3": {"new": {"link_speed": ["set", []]}}},
+        "sFlow": {"s0": {"new": {"agent": "192.0.2.9", "targets": "192.0.2.1:6343", "polling": 30,
+                                 "header": ["set", []], "sampling": 400,
+                                 "external_ids": ["map", [["owner", "admin"]]]}}},
+    })
+    return replica
+
+
+def test_observe_finds_bridges_their_fastest_interface_and_rows():
+    current = observe(_replica_with_two_bridges())
+    assert current.bridges == (Bridge("b0", "br0", "s0", 10_000_000_000), Bridge("b1", "br1", None, 0))
+    assert current.sflow == {"s0": SflowRow("192.0.2.9", frozenset({"192.0.2.1:6343"}), 30, None, 400,
+                                            ours=False)}
+
+
+def test_replica_follows_modify_and_delete_and_remembers_speeds():
+    replica = _replica_with_two_bridges()
+    known = {"i3": 25_000_000_000}  # seen before ovsdb-server restarted; ephemeral, so now empty
+    assert observe(replica, known).bridges[1].speed == 25_000_000_000
+    replica.update({"Bridge": {"b0": {"old": {"name": "br0"}}},
+                    "Interface": {"i3": {"old": {}, "new": {"link_speed": 1_000_000_000}}}})
+    assert observe(replica, known).bridges == (Bridge("b1", "br1", None, 1_000_000_000),)
+
+
+# --- desired rows --------------------------------------------------------------------------
+
+def test_wanted_row_follows_the_settings():
+    row = wanted_row(SETTINGS, AGENT, 10_000_000_000)
+    assert row == SflowRow(AGENT, frozenset({"198.51.100.7:6343", "[2001:db8::7]:6400"}), 20, 96, 2000)
+    assert wanted_row(SETTINGS, AGENT, 0).sampling == SETTINGS.sampling  # speed unknown
+    assert wanted_row(SETTINGS, AGENT, 1_000_000_000).sampling == SETTINGS.sampling_rate(1_000_000_000)
+    assert wanted_row(Settings(), AGENT, 0) is None  # no collector: no row
+
+
+def test_sampling_off_keeps_counters_with_the_largest_rate():
+    polling_only = Settings(collectors=COLLECTORS, sampling=0, sampling_bps_ratio=0)
+    assert wanted_row(polling_only, AGENT, 10_000_000_000).sampling == NO_SAMPLING
+    assert "sampling=4294967295" in describe(polling_only)
+    assert "removes" in describe(Settings())
+
+
+def test_the_module_off_means_no_rows():
+    current = observe(_replica_with_two_bridges())
+    assert desired(None, AGENT, current) == {"b0": None, "b1": None}
+
+
+# --- reconcile -----------------------------------------------------------------------------
+
+def _ours(**changes) -> SflowRow:
+    base = wanted_row(SETTINGS, AGENT, 0)
+    return SflowRow(**{**{c: getattr(base, c) for c in ("agent", "targets", "polling", "header",
+                                                          "sampling")}, **changes})
+
+
+def _ops(plan, op):
+    return [o for o in plan.operations if o["op"] == op]
+
+
+def test_a_bridge_without_sflow_gets_a_row_in_one_guarded_transaction():
+    want = _ours()
+    plan = reconcile({"b1": want}, Current((Bridge("b1", "br1", None, 0),), {}))
+    assert plan.changes == ["br1: add sFlow"] and plan.foreign == []
+    wait, insert, update = _ops(plan, "wait")[0], _ops(plan, "insert")[0], _ops(plan, "update")[0]
+    assert wait["where"] == [["_uuid", "==", ["uuid", "b1"]]] and wait["rows"] == [{"sflow": ["set", []]}]
+    assert insert["row"] == {"agent": AGENT, "targets": ["set", ["198.51.100.7:6343", "[2001:db8::7]:6400"]],
+                             "polling": 20, "header": 96, "sampling": 400,
+                             "external_ids": ["map", [list(MARK)]]}
+    assert update["row"] == {"sflow": ["named-uuid", insert["uuid-name"]]}
+    assert plan.operations[-2] == {"op": "mutate", "table": "Open_vSwitch", "where": [],
+                                   "mutations": [["next_cfg", "+=", 1]]}
+    assert plan.operations[-1]["op"] == "select" and plan.operations[0]["op"] == "comment"
+
+
+def test_a_matching_row_needs_nothing():
+    plan = reconcile({"b0": _ours()}, Current((Bridge("b0", "br0", "s0", 0),), {"s0": _ours()}))
+    assert plan.operations == [] and plan.changes == []
+
+
+def test_a_changed_row_is_put_back_column_by_column():
+    current = Current((Bridge("b0", "br0", "s0", 0),), {"s0": _ours(sampling=7, header=None)})
+    plan = reconcile({"b0": _ours()}, current)
+    (update,) = _ops(plan, "update")
+    assert update == {"op": "update", "table": "sFlow", "where": [["_uuid", "==", ["uuid", "s0"]]],
+                      "row": {"header": 96, "sampling": 400}}
+    assert plan.changes == ["br0: set header none -> 96, sampling 7 -> 400"]
+
+
+def test_someone_elses_row_is_reported_never_touched():
+    current = Current((Bridge("b0", "br0", "s0", 0),), {"s0": _ours(polling=5, ours=False)})
+    for want in (_ours(), None):
+        plan = reconcile({"b0": want}, current)
+        assert plan.operations == [] and plan.foreign == ["br0"]
+
+
+def test_rows_are_removed_by_unhooking_them_from_their_bridge():
+    current = Current((Bridge("b0", "br0", "s0", 0), Bridge("b1", "br1", "s1", 0)),
+                      {"s0": _ours(), "s1": _ours(ours=False)})
+    plan = reconcile({"b0": None, "b1": None}, current)
+    (update,) = _ops(plan, "update")
+    assert update["where"] == [["_uuid", "==", ["uuid", "b0"]], ["sflow", "==", ["uuid", "s0"]]]
+    assert update["row"] == {"sflow": ["set", []]}
+    assert plan.foreign == ["br1"] and plan.changes == ["br0: remove sFlow"]
+
+
+def test_a_row_of_ours_shared_by_two_bridges_is_split():
+    current = Current((Bridge("b0", "br0", "s0", 0), Bridge("b1", "br1", "s0", 0)), {"s0": _ours()})
+    plan = reconcile({"b0": _ours(), "b1": _ours()}, current)
+    assert plan.changes == ["br1: add sFlow"]
+    assert _ops(plan, "wait")[0]["rows"] == [{"sflow": ["uuid", "s0"]}]
+
+
+def test_transaction_results():
+    assert transaction_error([{}, {"count": 1}, {"rows": [{"next_cfg": 9}]}], None) is None
+    assert next_cfg_of([{}, {"count": 1}, {"rows": [{"next_cfg": 9}]}]) == 9
+    assert transaction_error([{"error": "timed out", "details": "wait"}], None) == "timed out: wait"
+    assert transaction_error(None, {"error": "unknown database"}) == "{'error': 'unknown database'}"
