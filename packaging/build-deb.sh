@@ -27,6 +27,7 @@ install -D -m 0644 "$TOP/etc/hsagent.conf" "$ROOT/etc/hsagent.conf"
 install -D -m 0644 "$HERE/default" "$ROOT/etc/default/hsagent"
 install -D -m 0755 "$TOP/init/hsagent" "$ROOT/etc/init.d/hsagent"
 install -D -m 0644 "$TOP/init/hsagent.service" "$ROOT/lib/systemd/system/hsagent.service"
+install -D -m 0644 "$TOP/init/ovsdb-server-hsagent.conf" "$ROOT/usr/share/hsagent/ovsdb-server-hsagent.conf"
 install -D -m 0644 "$TOP/README.md" "$ROOT/usr/share/doc/hsagent/README.md"
 
 mkdir -p "$ROOT/DEBIAN"

@@ -19,7 +19,7 @@ import selectors
 import time
 
 from ..logs import Throttle
-from . import ovsdb, reconcile
+from . import access, ovsdb, reconcile
 from .jsonrpc import Connection, ConnectionLost
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ class OvsSync:
         try:
             self._conn = Connection(self.path)
         except OSError as err:
-            self._fail(f"cannot connect to OVSDB at {self.path}: {err.strerror or err}")
+            hint = f" ({access.GRANT_HINT})" if isinstance(err, PermissionError) else ""
+            self._fail(f"cannot connect to OVSDB at {self.path}: {err.strerror or err}{hint}")
             return
         self._selector.register(self._conn.sock, selectors.EVENT_READ)
         self._last_heard = self._clock()
