@@ -1,15 +1,10 @@
-"""The OVS module's pure parts: JSON-RPC framing, the replica, desired rows, reconcile."""
+"""The OVS module's pure parts: the OVSDB replica, desired rows, reconcile."""
 
 from __future__ import annotations
 
-import json
 from types import MappingProxyType
 
-import pytest
-from hypothesis import given, strategies as st
-
 from hsagent.ovs import ovsdb
-from hsagent.ovs.jsonrpc import ConnectionLost, Splitter
 from hsagent.ovs.reconcile import (MARK, NO_SAMPLING, Bridge, Current, SflowRow, describe, desired,
                                    next_cfg_of, observe, reconcile, transaction_error, wanted_row)
 from hsagent.settings import Collector, Settings
@@ -18,48 +13,6 @@ AGENT = "198.18.0.1"
 COLLECTORS = (Collector("198.51.100.7", 6343), Collector("2001:db8::7", 6400))
 SETTINGS = Settings(collectors=COLLECTORS, polling=20, header_bytes=96,
                     sampling_by_speed=MappingProxyType({"10G": 2000}))
-
-
-# --- framing -------------------------------------------------------------------------------
-
-MESSAGES = [
-    {"method": "update", "params": ["hsagent", {"Bridge": {"u1": {"new": {"name": "br{0}"}}}}], "id": None},
-    {"id": 7, "result": [{"rows": [{"next_cfg": 3}]}], "error": None},
-    {"id": "echo", "method": "echo", "params": ["quote \" and \\ and } { inside"]},
-    {"id": 8, "result": "snowman \u2603 and more", "error": None},
-]
-
-
-def test_splitter_finds_every_message_at_every_split_point():
-    stream = b"".join(json.dumps(m, ensure_ascii=False).encode() for m in MESSAGES)
-    for cut in range(len(stream) + 1):
-        splitter = Splitter()
-        assert splitter.feed(stream[:cut]) + splitter.feed(stream[cut:]) == MESSAGES
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
-    max_leaves=12)
-
-
-@given(st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), min_size=1, max_size=5),
-       st.lists(st.integers(min_value=1, max_value=40), max_size=20))
-def test_splitter_any_objects_any_chunks(objects, chunk_sizes):
-    stream = b"".join(json.dumps(o).encode() for o in objects)
-    splitter, received, at = Splitter(), [], 0
-    for size in chunk_sizes:
-        received += splitter.feed(stream[at:at + size])
-        at += size
-    received += splitter.feed(stream[at:])
-    assert received == objects
-
-
-def test_splitter_rejects_what_is_not_json_rpc():
-    with pytest.raises(ConnectionLost):
-        Splitter().feed(b"HTTP/1.1 400 Bad Request\r\n")
-    with pytest.raises(ConnectionLost, match="malformed"):
-        Splitter().feed(b'{"id": 1,, }')
 
 
 # --- the replica and what it says ----------------------------------------------------------

@@ -71,9 +71,12 @@ class OvsSync:
         return self._selector.fileno()
 
     def configure(self, settings, agent_ip: str | None) -> None:
-        """New settings or agent address: OVSDB follows at once (if connected)."""
+        """New settings or agent address: OVSDB follows at once. The first call connects
+        (an agent started as root does so before it drops privileges)."""
         self._settings, self._agent_ip = settings, agent_ip
         self._dirty = True
+        if self._conn is None and self._connect_at == 0.0 and settings is not None:
+            self._connect()
         self._reconcile()
 
     def handle_events(self) -> None:
