@@ -217,6 +217,21 @@ class PrivateOvs:
         data = json.loads(self.vsctl(*args, "list", table))
         return [dict(zip(data["headings"], row)) for row in data["data"]]
 
+    def sflow_rows(self) -> dict[str, dict | None]:
+        """bridge name -> the sFlow row its `sflow` column points at (None: no row)."""
+        rows = {r["_uuid"][1]: r for r in self.table("sFlow")}
+        return {b["name"]: rows[b["sflow"][1]] if b["sflow"][0] == "uuid" else None
+                for b in self.table("Bridge", "name", "sflow")}
+
+    @staticmethod
+    def sflow_values(row: dict) -> dict:
+        """An sFlow row's settings in plain Python (sets sorted, maps as dicts)."""
+        def atoms(value):
+            return sorted(value[1]) if isinstance(value, list) and value[0] == "set" else [value]
+        return {"agent": row["agent"], "targets": atoms(row["targets"]), "polling": row["polling"],
+                "header": row["header"], "sampling": row["sampling"],
+                "external_ids": dict(row["external_ids"][1])}
+
     def add_bridge(self, name: str, *ports: str) -> None:
         args = ["add-br", name, "--", "set", "bridge", name, "datapath_type=netdev"]
         for port in ports:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 import pytest
 
-from conftest import Receiver, in_netns, record_of
+from conftest import PrivateOvs, Receiver, in_netns, record_of
 from hsagent.ovs.reconcile import MARK
 from hsagent.ovs.sync import OvsSync
 from hsagent.settings import Collector, Settings
@@ -82,24 +82,6 @@ def settings(*collectors, **changes) -> Settings:
     return Settings(**{**base, **changes})
 
 
-def sflow_by_bridge(ovs) -> dict[str, dict | None]:
-    """bridge name -> its sFlow row as ovs-vsctl lists it (None: no row)."""
-    rows = {r["_uuid"][1]: r for r in ovs.table("sFlow")}
-    result = {}
-    for bridge in ovs.table("Bridge", "name", "sflow"):
-        ref = bridge["sflow"]
-        result[bridge["name"]] = rows[ref[1]] if ref[0] == "uuid" else None
-    return result
-
-
-def row_values(row: dict) -> dict:
-    def atoms(v):
-        return sorted(a for a in v[1]) if isinstance(v, list) and v[0] == "set" else [v]
-    return {"agent": row["agent"], "targets": atoms(row["targets"]), "polling": row["polling"],
-            "header": row["header"], "sampling": row["sampling"],
-            "external_ids": dict(row["external_ids"][1])}
-
-
 def hsagent_transactions(ovs) -> list[str]:
     """The changes each of hsagent's transactions made, from the database file's own log:
     lines `table T insert row`, `table T row R diff:` and `    column=value`."""
@@ -134,11 +116,11 @@ def test_rows_and_bridge_references_equal_the_settings(private_ovs, driven, netn
                                   "sflow=@s").strip()
     d = driven()
     d.sync.configure(settings(Collector("198.51.100.7", 6343), Collector("2001:db8::7", 6400)), AGENT)
-    d.until(lambda: all(sflow_by_bridge(private_ovs)[b] for b in ("br0", "br1")))
-    rows = sflow_by_bridge(private_ovs)
+    d.until(lambda: all(private_ovs.sflow_rows()[b] for b in ("br0", "br1")))
+    rows = private_ovs.sflow_rows()
     expected = {"agent": AGENT, "targets": ["198.51.100.7:6343", "[2001:db8::7]:6400"], "polling": 2,
                 "header": 96, "sampling": 8, "external_ids": dict([MARK])}
-    assert row_values(rows["br0"]) == row_values(rows["br1"]) == expected
+    assert PrivateOvs.sflow_values(rows["br0"]) == PrivateOvs.sflow_values(rows["br1"]) == expected
     assert rows["br0"]["_uuid"] != rows["br1"]["_uuid"]  # one row per bridge
     assert rows["br2"]["_uuid"][1] == hand_made and rows["br2"]["external_ids"] == ["map", []]
     d.until(lambda: d.sync.status()["rows"] == 2)  # its replica has seen the change too
@@ -148,7 +130,7 @@ def test_rows_and_bridge_references_equal_the_settings(private_ovs, driven, netn
     d.until(lambda: d.sync.status()["last_transaction"]["applied"] is not None)  # cur_cfg caught up
 
     d.close()  # as the agent does on SIGTERM: hsagent's rows go, the foreign one stays
-    rows = sflow_by_bridge(private_ovs)
+    rows = private_ovs.sflow_rows()
     assert rows["br0"] is None and rows["br1"] is None and rows["br2"]["_uuid"][1] == hand_made
     assert [r["_uuid"][1] for r in private_ovs.table("sFlow")] == [hand_made]
     # nothing but sFlow rows, Bridge.sflow and next_cfg was ever written by hsagent
@@ -181,7 +163,7 @@ def test_ovs_datagrams_carry_the_agent_address_counters_and_flow_samples(private
     try:
         d = driven()
         d.sync.configure(settings(collector), AGENT)
-        d.until(lambda: sflow_by_bridge(private_ovs)["br0"])
+        d.until(lambda: private_ovs.sflow_rows()["br0"])
         far.run("ping", "-c", "3", "-W", "1", "198.18.0.2")  # ARP settled before counting
         pings = 400
         far.run("ping", "-q", "-c", str(pings), "-i", "0.005", "198.18.0.2")  # paced: 200/s
@@ -220,8 +202,8 @@ def test_an_ipv6_collector_gets_ovs_datagrams(private_ovs, driven, netns):
     try:
         d = driven()
         d.sync.configure(settings(collector), AGENT)
-        d.until(lambda: sflow_by_bridge(private_ovs)["br0"])
-        assert sflow_by_bridge(private_ovs)["br0"]["targets"] == f"[::1]:{collector.port}"
+        d.until(lambda: private_ovs.sflow_rows()["br0"])
+        assert private_ovs.sflow_rows()["br0"]["targets"] == f"[::1]:{collector.port}"
         assert collector.wait_for(lambda r: r.samples(), timeout=10)
     finally:
         collector.close()
@@ -234,23 +216,23 @@ def test_new_bridges_hand_edits_and_settings_changes_are_followed_within_a_secon
     private_ovs.add_bridge("br0")
     d = driven()
     d.sync.configure(settings(Collector("198.51.100.7", 6343)), AGENT)
-    d.until(lambda: sflow_by_bridge(private_ovs)["br0"])
+    d.until(lambda: private_ovs.sflow_rows()["br0"])
 
     private_ovs.add_bridge("br1")
-    assert d.until(lambda: sflow_by_bridge(private_ovs)["br1"]) < 1.0
+    assert d.until(lambda: private_ovs.sflow_rows()["br1"]) < 1.0
 
-    row = sflow_by_bridge(private_ovs)["br0"]["_uuid"][1]
+    row = private_ovs.sflow_rows()["br0"]["_uuid"][1]
     private_ovs.vsctl("set", "sflow", row, "sampling=7", 'targets="192.0.2.9:1"', "polling=600")
-    assert d.until(lambda: row_values(sflow_by_bridge(private_ovs)["br0"])["sampling"] == 8) < 1.0
-    assert row_values(sflow_by_bridge(private_ovs)["br0"])["targets"] == ["198.51.100.7:6343"]
-    assert row_values(sflow_by_bridge(private_ovs)["br0"])["polling"] == 2
+    assert d.until(lambda: PrivateOvs.sflow_values(private_ovs.sflow_rows()["br0"])["sampling"] == 8) < 1.0
+    assert PrivateOvs.sflow_values(private_ovs.sflow_rows()["br0"])["targets"] == ["198.51.100.7:6343"]
+    assert PrivateOvs.sflow_values(private_ovs.sflow_rows()["br0"])["polling"] == 2
 
     private_ovs.vsctl("clear", "bridge", "br0", "sflow")  # unhooked by hand: hsagent adds one again
-    assert d.until(lambda: sflow_by_bridge(private_ovs)["br0"]) < 1.0
+    assert d.until(lambda: private_ovs.sflow_rows()["br0"]) < 1.0
 
     d.sync.configure(settings(Collector("198.51.100.8", 6343), polling=5), AGENT)
-    assert d.until(lambda: all(row_values(r)["targets"] == ["198.51.100.8:6343"] and row_values(r)["polling"] == 5
-                               for r in sflow_by_bridge(private_ovs).values())) < 1.0
+    assert d.until(lambda: all(PrivateOvs.sflow_values(r)["targets"] == ["198.51.100.8:6343"] and PrivateOvs.sflow_values(r)["polling"] == 5
+                               for r in private_ovs.sflow_rows().values())) < 1.0
 
     d.sync.configure(settings(), AGENT)  # no collector: hsagent's rows go
     assert d.until(lambda: not private_ovs.table("sFlow")) < 1.0
@@ -264,8 +246,8 @@ def test_polling_without_sampling_keeps_ovs_counters(private_ovs, driven):
         d = driven()
         d.sync.configure(settings(collector, polling=1, sampling=0, sampling_bps_ratio=0,
                                   sampling_by_speed=MappingProxyType({})), AGENT)
-        d.until(lambda: sflow_by_bridge(private_ovs)["br0"])
-        assert sflow_by_bridge(private_ovs)["br0"]["sampling"] == 2**32 - 1
+        d.until(lambda: private_ovs.sflow_rows()["br0"])
+        assert private_ovs.sflow_rows()["br0"]["sampling"] == 2**32 - 1
         assert collector.wait_for(lambda r: [s for s in r.samples() if isinstance(s, CountersSample)], 10)
     finally:
         collector.close()
@@ -275,7 +257,7 @@ def test_ovsdb_server_restart_is_survived(private_ovs, driven, caplog):
     private_ovs.add_bridge("br0")
     d = driven()
     d.sync.configure(settings(Collector("198.51.100.7", 6343)), AGENT)
-    d.until(lambda: sflow_by_bridge(private_ovs)["br0"])
+    d.until(lambda: private_ovs.sflow_rows()["br0"])
     private_ovs.stop_db()
     d.until(lambda: not d.sync.status()["connected"], timeout=5)
     d.run(3)  # down for a while: tries again with backoff, logs once
@@ -283,4 +265,4 @@ def test_ovsdb_server_restart_is_survived(private_ovs, driven, caplog):
     private_ovs.start_db()
     private_ovs.vsctl("clear", "bridge", "br0", "sflow")  # changed while hsagent was away
     d.until(lambda: d.sync.status()["connected"], timeout=10)
-    assert d.until(lambda: sflow_by_bridge(private_ovs)["br0"]) < 1.0
+    assert d.until(lambda: private_ovs.sflow_rows()["br0"]) < 1.0

@@ -1,0 +1,201 @@
+"""The whole agent with `ovs { }` against a real, private Open vSwitch (tests/ovs.sh).
+
+hsagent runs inside the test's namespace, next to OVS, with one collector there; what OVSDB
+holds is read with ovs-vsctl, and both hsagent's and OVS's datagrams are decoded from that
+collector.
+"""
+
+from __future__ import annotations
+
+import grp
+import re
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import HSAGENT, PrivateOvs, Receiver, in_netns
+from hsagent.sflow.datagram import CountersSample
+
+AGENT = "198.18.0.5"
+DROP_IN = Path(__file__).parent.parent / "init" / "ovsdb-server-hsagent.conf"
+
+
+class OvsAgent:
+    """hsagent in the OVS namespace, its files in the OVS directory (readable by any user)."""
+
+    def __init__(self, ovs, collector: Receiver):
+        self.ovs, self.collector = ovs, collector
+        self.conf = ovs.dir / "hsagent.conf"
+        self.log = ovs.dir / "agent.log"
+        self.runtime_dir = ovs.dir / "agent"  # the agent's own: it may become another user's
+        self.proc = None
+
+    def write(self, body: str = "", user: str = "root") -> str:
+        self.conf.write_text(
+            "sflow {\n  DNSSD = off\n  polling = 2\n"
+            f"  user = {user}\n  collector {{ ip = 127.0.0.1 udpport = {self.collector.port} }}\n"
+            f"  ovs {{ db = {self.ovs.db} }}\n{body}\n}}\n")
+        self.conf.chmod(0o644)
+        return str(self.conf)
+
+    def start(self, body: str = "", user: str = "root") -> None:
+        self.write(body, user)
+        self.runtime_dir.mkdir(exist_ok=True)
+        with open(self.log, "w") as log:
+            self.proc = self.ovs.ns.popen(*HSAGENT, "-f", "-c", str(self.conf), "--auto-file",
+                                          str(self.runtime_dir / "hsagent.auto"), "--runtime-dir",
+                                          str(self.runtime_dir), stderr=log)
+
+    def command(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*HSAGENT, *args], capture_output=True, text=True, timeout=30)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def within(condition, timeout: float, step: float = 0.02) -> float:
+    """Seconds until condition() held; fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def ovs_agent(private_ovs):
+    ns = private_ovs.ns
+    ns.run("ip", "link", "add", "dummy0", "type", "dummy")
+    ns.run("ip", "addr", "add", f"{AGENT}/24", "dev", "dummy0")
+    ns.run("ip", "link", "set", "dummy0", "up")
+    private_ovs.add_bridge("br0")
+    with in_netns(ns.name):
+        collector = Receiver()
+    agent = OvsAgent(private_ovs, collector)
+    yield agent
+    agent.stop()
+    collector.close()
+
+
+def br0(ovs):
+    return ovs.sflow_rows()["br0"]
+
+
+def test_agent_keeps_ovs_in_step_and_clears_it_on_sigterm(ovs_agent, private_ovs):
+    ovs_agent.start()
+    within(lambda: br0(private_ovs), 15)
+    row = PrivateOvs.sflow_values(br0(private_ovs))
+    assert row == {"agent": AGENT, "targets": [f"127.0.0.1:{ovs_agent.collector.port}"], "polling": 2,
+                   "header": 128, "sampling": 10_000, "external_ids": {"created_by": "hsagent"}}
+
+    # OVS's datagrams and hsagent's share the agent address but never the sub-agent id
+    collector = ovs_agent.collector
+    collector.wait_for(lambda r: {d.sub_agent_id for d in r.datagrams} >= {0, 100_000}, timeout=15)
+    streams = {(str(d.agent), d.sub_agent_id) for d in collector.datagrams}
+    assert streams == {(AGENT, 0), (AGENT, 100_000)}
+    ovs_ports = {s.ds_index for d in collector.datagrams if d.sub_agent_id == 0 for s in d.samples
+                 if isinstance(s, CountersSample)}
+    assert ovs_ports == {r["ifindex"] for r in private_ovs.table("Interface", "name", "ifindex")}
+
+    # SIGHUP: a new file reaches OVSDB within a second
+    ovs_agent.write("  polling = 7\n  headerBytes = 64\n  sampling.10G = 5000")
+    ovs_agent.proc.send_signal(signal.SIGHUP)
+    took = within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 7, 5)
+    assert took < 1.0, took
+    assert PrivateOvs.sflow_values(br0(private_ovs))["header"] == 64 and PrivateOvs.sflow_values(br0(private_ovs))["sampling"] == 5000
+
+    # a bridge made now, and a hand edit, are each answered within a second
+    private_ovs.add_bridge("br1")
+    assert within(lambda: private_ovs.sflow_rows()["br1"], 5) < 1.0
+    private_ovs.vsctl("set", "sflow", br0(private_ovs)["_uuid"][1], "polling=99")
+    assert within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 7, 5) < 1.0
+
+    status = within_status(ovs_agent, lambda text: "br1" in text)
+    assert re.search(r"ovs:.*'rows': 2", status) and "'br0': 'hsagent'" in status
+
+    assert ovs_agent.stop() == 0
+    assert private_ovs.table("sFlow") == []  # SIGTERM took hsagent's rows away
+    assert "OVS br0: remove sFlow" in ovs_agent.log_text()
+
+
+def within_status(agent, condition, timeout=10) -> str:
+    """`hsagent status` output once condition(output) holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = agent.command("status", "--runtime-dir", str(agent.runtime_dir)).stdout
+        if condition(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
+def test_someone_elses_row_is_left_alone_and_reported(ovs_agent, private_ovs):
+    private_ovs.vsctl("--", "--id=@s", "create", "sflow", 'targets="192.0.2.1:6343"', "sampling=3",
+                      "--", "set", "bridge", "br0", "sflow=@s")
+    ovs_agent.start()
+    status = within_status(ovs_agent, lambda text: "foreign" in text and "br0" in text)
+    assert "'br0': 'foreign'" in status
+    within(lambda: "did not make" in ovs_agent.log_text(), 5)
+    assert PrivateOvs.sflow_values(br0(private_ovs))["sampling"] == 3 and ovs_agent.stop() == 0
+    assert PrivateOvs.sflow_values(br0(private_ovs))["sampling"] == 3  # not even removed at exit
+
+
+def test_ovsdb_server_restarted_under_the_agent(ovs_agent, private_ovs):
+    ovs_agent.start()
+    within(lambda: br0(private_ovs), 15)
+    private_ovs.stop_db()
+    time.sleep(4)  # the agent notices, keeps running, retries with backoff
+    assert ovs_agent.proc.poll() is None
+    private_ovs.start_db()
+    private_ovs.vsctl("clear", "bridge", "br0", "sflow")  # hsagent's row lost while it was away
+    within(lambda: br0(private_ovs), 15)
+    log = ovs_agent.log_text()
+    assert log.count("retrying") == 1 and "connected again" in log
+
+
+def test_check_says_what_ovs_will_do(ovs_agent, private_ovs):
+    conf = ovs_agent.write("  sampling = 0\n  sampling.bps_ratio = 0")
+    result = ovs_agent.command("check", "-c", conf)
+    assert result.returncode == 0, result.stderr
+    assert "sampling=4294967295" in result.stdout  # polling without sampling, explained
+    assert "sub-agent 100000" in result.stdout and "may connect" in result.stdout
+
+    conf = ovs_agent.write("  subAgentId = 1")
+    result = ovs_agent.command("check", "-c", conf)
+    assert result.returncode == 2 and re.search(r"hsagent\.conf:\d+:\d+: .*subAgentId", result.stderr)
+
+
+def test_an_unprivileged_agent_manages_ovs_through_the_drop_in(ovs_agent, private_ovs):
+    """The agent as `nobody`: the drop-in's command (for group nogroup and this socket) lets
+    it in, again after ovsdb-server made a new socket."""
+    socket_path = private_ovs.db.removeprefix("unix:")
+    group = grp.getgrgid(65534).gr_name
+    grant = [line.split("=", 1)[1].removeprefix("-") for line in DROP_IN.read_text().splitlines()
+             if line.startswith("ExecStartPost=")][0]
+    grant = grant.replace("/run/openvswitch/db.sock", socket_path).replace("chgrp hsagent", f"chgrp {group}")
+
+    subprocess.run(shlex.split(grant), check=True)
+    ovs_agent.start(user="nobody")
+    within(lambda: br0(private_ovs), 15)
+
+    private_ovs.stop_db()
+    private_ovs.start_db()  # a new socket, root's again
+    private_ovs.vsctl("clear", "bridge", "br0", "sflow")
+    time.sleep(2)
+    assert not br0(private_ovs) and "Permission denied" in ovs_agent.log_text()
+    subprocess.run(shlex.split(grant), check=True)  # what ExecStartPost does after each start
+    within(lambda: br0(private_ovs), 40)  # the agent's backoff reaches 30 s at most
