@@ -67,6 +67,7 @@ class Agent:
         self.agent_device: str | None = None
         self.pollers: dict[str, object] = {}
         self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler)
+        self.ovs = None  # hsagent.ovs.sync.OvsSync while ovs { } is on
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
         self._stopping = False
@@ -128,15 +129,17 @@ class Agent:
         """Put new settings in force without a restart; unchanged parts are left alone."""
         old, self.settings = self.settings, settings
         self._choose_agent_address()
+        sub_agent_id = settings.datagram_sub_agent_id()
         if self.builder is None:
-            self.builder = DatagramBuilder(self.agent_ip, settings.sub_agent_id, settings.datagram_bytes,
+            self.builder = DatagramBuilder(self.agent_ip, sub_agent_id, settings.datagram_bytes,
                                            clock=self._clock)
-        elif (settings.datagram_bytes, settings.sub_agent_id) != (old.datagram_bytes, old.sub_agent_id):
+        elif (settings.datagram_bytes, sub_agent_id) != (self.builder.max_bytes, self.builder.sub_agent_id):
             self._send(self.builder.flush())
             self.builder.max_bytes = settings.datagram_bytes
-            self.builder.sub_agent_id = settings.sub_agent_id
+            self.builder.sub_agent_id = sub_agent_id
         self._apply_pollers(settings)
         self.samplers.apply(settings)
+        self._apply_ovs(settings)
         if old is not None and old.polling != settings.polling:
             self._reschedule(settings.polling)
         self._write_auto_file()
@@ -157,6 +160,25 @@ class Agent:
         if host is not None:
             docker = self.pollers.get("docker")
             host.virt_domains = docker.domain_count if docker is not None else None
+
+    def _apply_ovs(self, settings: Settings) -> None:
+        """ovs { }: Open vSwitch's sFlow rows follow these settings and the agent address."""
+        if self.ovs is not None and (settings.ovs is None or settings.ovs.db != self.ovs.db):
+            self._stop_ovs()
+        if settings.ovs is None:
+            return
+        if self.ovs is None:
+            from .ovs.sync import OvsSync  # the service beside the agent, loaded only with ovs { }
+
+            self.ovs = OvsSync(settings.ovs.db, on_change=self._write_status)
+            self._selector.register(self.ovs.fileno(), selectors.EVENT_READ, self.ovs.handle_events)
+        self.ovs.configure(settings, self.agent_ip)
+
+    def _stop_ovs(self) -> None:
+        """Stop following OVS; hsagent's rows are removed first (as hsflowd does on exit)."""
+        self._selector.unregister(self.ovs.fileno())
+        self.ovs.close(remove_rows=True)
+        self.ovs = None
 
     def _add_poller(self, name: str, settings: Settings) -> None:
         try:
@@ -210,6 +232,8 @@ class Agent:
                 self._send(self.builder.flush())
                 self.builder.set_agent(ip)
             log.info("agent address %s%s", ip, f" ({device})" if device else "")
+            if self.ovs is not None:
+                self.ovs.configure(self.settings, ip)  # OVS names the same agent
         self.agent_ip, self.agent_device = ip, device
 
     def _write_auto_file(self) -> None:
@@ -234,6 +258,7 @@ class Agent:
             "dnssd": self._dnssd.state() if self._dnssd is not None else "off",
             "samplers": {f"{type(s).__name__} {getattr(s, 'ifname', '')}".strip(): {
                 "rate": s.rate, "drops": s.drops} for s in self.samplers},
+            "ovs": self.ovs.status() if self.ovs is not None else "off",
         }
 
     def _write_status(self) -> None:
@@ -365,6 +390,8 @@ class Agent:
             self.samplers.apply(self.settings)  # a speed change can come without a link event
             self._write_auto_file()
             self._write_status()
+        if self.ovs is not None:
+            self.ovs.tick(now)
         self.poll_due(now)
         self.flush()
 
@@ -386,6 +413,8 @@ class Agent:
         log.info("configuration reloaded")
 
     def close(self) -> None:
+        if self.ovs is not None:
+            self._stop_ovs()
         self._configure_dnssd(Settings(dnssd=False))
         self.samplers.close()
         for name in list(self.pollers):

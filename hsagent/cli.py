@@ -91,6 +91,15 @@ def _check(args) -> int:
 
     settings = _with_dnssd(_load(args.sub_config or args.config), verbose=False)
     print(report(settings))
+    if settings.ovs is not None:
+        from .ovs.check import report as ovs_report
+        from .privileges import PrivilegeError, target_user
+
+        try:
+            account = target_user(settings.user)
+        except PrivilegeError:
+            account = None  # the agent would refuse to run; the settings report says the rest
+        print(ovs_report(settings, account))
     return 0
 
 

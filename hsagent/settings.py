@@ -23,6 +23,10 @@ MIN_SPEED_RATE = 100  # floor of the speed rule
 DEFAULT_CONFIG_FILE = "/etc/hsagent.conf"
 DEFAULT_AUTO_FILE = "/etc/hsagent.auto"
 DEFAULT_RUNTIME_DIR = "/run/hsagent"
+DEFAULT_OVSDB = "unix:/run/openvswitch/db.sock"
+# Open vSwitch numbers its bridges' sFlow sub-agents 0, 1, 2 ... under the agent address they
+# share with hsagent; hsagent's own datagrams then use hsflowd's id, above any bridge count.
+OVS_SUB_AGENT_ID = 100_000
 
 # Range checks shared by the config file and DNS-SD: name -> (min, max)
 LIMITS = {
@@ -62,6 +66,11 @@ class PsampleSettings:
 
 
 @dataclass(frozen=True)
+class OvsSettings:
+    db: str = DEFAULT_OVSDB  # ovsdb-server's socket, unix:/path
+
+
+@dataclass(frozen=True)
 class Settings:
     collectors: tuple[Collector, ...] = ()
     dnssd: bool = True
@@ -83,6 +92,7 @@ class Settings:
     switchport: str | None = None  # regex: matching interfaces are sampled switch ports
     nflog: NflogSettings | None = None
     psample: PsampleSettings | None = None
+    ovs: OvsSettings | None = None  # keep Open vSwitch's sFlow in step with these settings
     user: str | None = None  # drop privileges to this user after start-up (None: stay)
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -94,6 +104,13 @@ class Settings:
 
     def origin(self, name: str) -> str:
         return self.origins.get(name, "default")
+
+    def datagram_sub_agent_id(self) -> int:
+        """The sub-agent id of hsagent's own datagrams: `subAgentId`, or with ovs { } and no
+        subAgentId, OVS_SUB_AGENT_ID (so they never share a stream with a bridge's)."""
+        if self.ovs is not None and self.origin("sub_agent_id") == "default":
+            return OVS_SUB_AGENT_ID
+        return self.sub_agent_id
 
     def sampling_rate(self, speed_bps: int) -> int:
         """1-in-N for a link of this speed (hsflowd's order; section 7 of the reference)."""
@@ -138,6 +155,14 @@ def check_cidr(text: str) -> str:
         return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
         raise ValueError(f"{text!r} is not an address prefix such as 10.0.0.0/8") from None
+
+
+def ovsdb_remote(text: str) -> str:
+    """`unix:/path/db.sock`: hsagent speaks to ovsdb-server over its unix socket only."""
+    if not text.startswith("unix:/"):
+        raise ValueError(f"{text!r} is not unix:/path/to/db.sock (hsagent talks to ovsdb-server "
+                         f"over its unix socket only)")
+    return text
 
 
 def check_range(name: str, value: int) -> int:

@@ -218,10 +218,11 @@ class PrivateOvs:
         return [dict(zip(data["headings"], row)) for row in data["data"]]
 
     def sflow_rows(self) -> dict[str, dict | None]:
-        """bridge name -> the sFlow row its `sflow` column points at (None: no row)."""
+        """bridge name -> the sFlow row its `sflow` column points at (None: no row). Bridges
+        are read first: a row deleted in between reads as none, never as a dangling reference."""
+        bridges = self.table("Bridge", "name", "sflow")
         rows = {r["_uuid"][1]: r for r in self.table("sFlow")}
-        return {b["name"]: rows[b["sflow"][1]] if b["sflow"][0] == "uuid" else None
-                for b in self.table("Bridge", "name", "sflow")}
+        return {b["name"]: rows.get(b["sflow"][1]) if b["sflow"][0] == "uuid" else None for b in bridges}
 
     @staticmethod
     def sflow_values(row: dict) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from hsagent.config.conffile import SFLOW_KEYS, ConfigError, load, parse
-from hsagent.settings import NflogSettings, PsampleSettings, Collector, Settings
+from hsagent.settings import NflogSettings, OvsSettings, PsampleSettings, Collector, Settings
 
 DATA = Path(__file__).parent / "data"
 ETC = Path(__file__).parent.parent / "etc" / "hsagent.conf"
@@ -66,6 +66,7 @@ def test_every_example_in_hsflowds_conf_uncommented():
     assert settings.nflog == NflogSettings(group=5, probability=0.0025)
     assert settings.psample == PsampleSettings(group=1)
     assert settings.docker
+    assert settings.ovs == OvsSettings()  # ovs { }: the default OVSDB socket
 
     lines = uncommented.split("\n")
     warned = {}
@@ -77,7 +78,7 @@ def test_every_example_in_hsflowds_conf_uncommented():
         warned[name] = line
     assert set(warned) == {"sampling.http", "sampling.app.myapp", "json", "speed", "pcap", "ulog",
                            "egress", "dent", "dropmon", "nvml", "xen", "kvm", "tcp", "systemd",
-                           "dbus", "eapi", "ovs"}
+                           "dbus", "eapi"}
 
 
 def test_etc_hsagent_conf_works_out_of_the_box():

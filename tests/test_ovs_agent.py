@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HSAGENT, PrivateOvs, Receiver, in_netns
+from test_dnssd_agent import ZONE, Named, srv, txt
 from hsagent.sflow.datagram import CountersSample
 
 AGENT = "198.18.0.5"
@@ -34,16 +35,16 @@ class OvsAgent:
         self.runtime_dir = ovs.dir / "agent"  # the agent's own: it may become another user's
         self.proc = None
 
-    def write(self, body: str = "", user: str = "root") -> str:
-        self.conf.write_text(
-            "sflow {\n  DNSSD = off\n  polling = 2\n"
-            f"  user = {user}\n  collector {{ ip = 127.0.0.1 udpport = {self.collector.port} }}\n"
-            f"  ovs {{ db = {self.ovs.db} }}\n{body}\n}}\n")
+    def write(self, body: str = "", user: str = "root", sources: str | None = None) -> str:
+        """The config file: `sources` replaces the default DNSSD = off and the one collector."""
+        sources = sources or f"  DNSSD = off\n  collector {{ ip = 127.0.0.1 udpport = {self.collector.port} }}"
+        self.conf.write_text(f"sflow {{\n{sources}\n  polling = 2\n  user = {user}\n"
+                             f"  ovs {{ db = {self.ovs.db} }}\n{body}\n}}\n")
         self.conf.chmod(0o644)
         return str(self.conf)
 
-    def start(self, body: str = "", user: str = "root") -> None:
-        self.write(body, user)
+    def start(self, body: str = "", user: str = "root", sources: str | None = None) -> None:
+        self.write(body, user, sources)
         self.runtime_dir.mkdir(exist_ok=True)
         with open(self.log, "w") as log:
             self.proc = self.ovs.ns.popen(*HSAGENT, "-f", "-c", str(self.conf), "--auto-file",
@@ -80,9 +81,9 @@ def within(condition, timeout: float, step: float = 0.02) -> float:
 @pytest.fixture
 def ovs_agent(private_ovs):
     ns = private_ovs.ns
-    ns.run("ip", "link", "add", "dummy0", "type", "dummy")
-    ns.run("ip", "addr", "add", f"{AGENT}/24", "dev", "dummy0")
-    ns.run("ip", "link", "set", "dummy0", "up")
+    ns.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")  # the host's uplink
+    ns.run("ip", "addr", "add", f"{AGENT}/24", "dev", "up0")
+    ns.run("ip", "link", "set", "up0", "up")
     private_ovs.add_bridge("br0")
     with in_netns(ns.name):
         collector = Receiver()
@@ -141,6 +142,27 @@ def within_status(agent, condition, timeout=10) -> str:
         if condition(text) or time.monotonic() > deadline:
             return text
         time.sleep(0.2)
+
+
+def test_a_dns_sd_change_reaches_ovsdb_within_a_second(ovs_agent, private_ovs):
+    (private_ovs.dir / "dns").mkdir()
+    named = Named(private_ovs.dir / "dns", netns=private_ovs.ns)
+    try:
+        named.serve(srv(ovs_agent.collector.port) + txt("txtvers=1", "polling=4"))
+        ovs_agent.start(sources=f"  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 port = {named.port} }}")
+        within(lambda: br0(private_ovs) and PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 4, 15)
+        assert PrivateOvs.sflow_values(br0(private_ovs))["targets"] == [f"127.0.0.1:{ovs_agent.collector.port}"]
+
+        named.serve(srv(ovs_agent.collector.port) + txt("txtvers=1", "polling=6"))
+        auto = ovs_agent.runtime_dir / "hsagent.auto"
+        within(lambda: "polling=6" in auto.read_text(), 40, step=0.005)  # the agent looked again (TTL 10 s)
+        took = within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 6, 5)
+        assert took < 1.0, took
+
+        named.serve(txt("txtvers=1"))  # no SRV record: no collector, so hsagent's rows go
+        within(lambda: not private_ovs.table("sFlow"), 40)
+    finally:
+        named.stop()
 
 
 def test_someone_elses_row_is_left_alone_and_reported(ovs_agent, private_ovs):

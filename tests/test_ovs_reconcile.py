@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+import pytest
+
+from hsagent.config.conffile import ConfigError, parse
 from hsagent.ovs import ovsdb
 from hsagent.ovs.reconcile import (MARK, NO_SAMPLING, Bridge, Current, SflowRow, describe, desired,
                                    next_cfg_of, observe, reconcile, transaction_error, wanted_row)
-from hsagent.settings import Collector, Settings
+from hsagent.settings import Collector, OvsSettings, Settings
 
 AGENT = "198.18.0.1"
 COLLECTORS = (Collector("198.51.100.7", 6343), Collector("2001:db8::7", 6400))
@@ -149,3 +152,25 @@ def test_transaction_results():
     assert next_cfg_of([{}, {"count": 1}, {"rows": [{"next_cfg": 9}]}]) == 9
     assert transaction_error([{"error": "timed out", "details": "wait"}], None) == "timed out: wait"
     assert transaction_error(None, {"error": "unknown database"}) == "{'error': 'unknown database'}"
+
+
+# --- the ovs { } block ---------------------------------------------------------------------
+
+def _conf(body: str) -> str:
+    return f"sflow {{\n  collector {{ ip = 192.0.2.1 }}\n{body}\n}}\n"
+
+
+def test_the_ovs_block_and_the_sub_agent_id_it_implies():
+    settings, warnings = parse(_conf("  ovs { }"))
+    assert settings.ovs == OvsSettings("unix:/run/openvswitch/db.sock") and warnings == []
+    assert settings.datagram_sub_agent_id() == 100_000  # OVS's bridges are 0, 1, 2 ...
+    settings, _ = parse(_conf("  subAgentId = 100005\n  ovs { db = unix:/tmp/x/db.sock }"))
+    assert settings.ovs.db == "unix:/tmp/x/db.sock" and settings.datagram_sub_agent_id() == 100_005
+    assert parse(_conf("  subAgentId = 3"))[0].datagram_sub_agent_id() == 3  # no OVS: as set
+
+
+def test_ovs_block_errors_name_the_place():
+    with pytest.raises(ConfigError, match=r"^f:3:14: bad value for db: 'tcp:127.0.0.1:6640' is not unix:"):
+        parse(_conf("  ovs { db = tcp:127.0.0.1:6640 }"), "f")
+    with pytest.raises(ConfigError, match=r"^f:3:3: subAgentId = 2 would share .* Open vSwitch"):
+        parse(_conf("  subAgentId = 2\n  ovs { }"), "f")

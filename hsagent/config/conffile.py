@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from hsagent.settings import (DEFAULT_PORT, NflogSettings, PsampleSettings, Collector,
-                              Settings, check_cidr, check_ip, check_range, parse_speed_key,
-                              speed_key)
+from hsagent.settings import (DEFAULT_PORT, OVS_SUB_AGENT_ID, NflogSettings, OvsSettings,
+                              PsampleSettings, Collector, Settings, check_cidr, check_ip, check_range,
+                              ovsdb_remote, parse_speed_key, speed_key)
 
 
 class ConfigError(ValueError):
@@ -176,6 +176,7 @@ BLOCKS = {block.name: block for block in (
                     "probability": ("probability", probability)}, enable("nflog", NflogSettings)),
     Block("psample", {"group": ("group", ranged("psample.group"))},
           enable("psample", PsampleSettings)),
+    Block("ovs", {"db": ("db", ovsdb_remote)}, enable("ovs", OvsSettings)),  # hsagent's db key
 )}
 
 SFLOW = Block("sflow", SFLOW_KEYS)
@@ -425,6 +426,10 @@ class Parser:
         if self.speed_rates:
             changes["sampling_by_speed"] = MappingProxyType(
                 {key: rate for key, (rate, _) in self.speed_rates.items()})
+        if "ovs" in self.top and self.top.get("sub_agent_id", (OVS_SUB_AGENT_ID,))[0] < OVS_SUB_AGENT_ID:
+            value, where = self.top["sub_agent_id"]
+            raise self.at(where, f"subAgentId = {value} would share its datagram stream with an Open vSwitch "
+                                 f"bridge (ovs {{ }}: OVS numbers them 0, 1, 2 ...); use {OVS_SUB_AGENT_ID} or more")
         if changes.get("dnssd") is False and not changes.get("collectors"):
             raise self.at(sflow, "DNSSD is off and there is no collector { }: nowhere to send sFlow")
         return Settings().replace("file", **changes)

@@ -19,30 +19,31 @@ import selectors
 import time
 
 from ..logs import Throttle
+from ..settings import DEFAULT_OVSDB, ovsdb_remote
 from . import access, ovsdb, reconcile
 from .jsonrpc import Connection, ConnectionLost
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DB = "unix:/run/openvswitch/db.sock"
 MONITOR_ID = "hsagent"
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 RETRY_AFTER_ERROR = 10.0  # seconds before a transaction OVSDB refused is tried again
 PROBE_INTERVAL = 30.0  # idle this long: send `echo`; no answer in as long again: reconnect
+FAILURES = ("down", "denied")  # connection trouble, each logged once until connected again
 STOP_TIMEOUT = 2.0  # seconds `close` waits for ovsdb-server to remove hsagent's rows
 
 
 def socket_path(db: str) -> str:
-    """`unix:/path` -> /path; other OVSDB remotes (tcp:, ssl:) are not supported."""
-    scheme, _, path = db.partition(":")
-    if scheme != "unix" or not path.startswith("/"):
-        raise ValueError(f"db = {db!r}: only unix:/absolute/path sockets are supported")
-    return path
+    """`unix:/path` -> /path (ValueError for anything else)."""
+    return ovsdb_remote(db).removeprefix("unix:")
 
 
 class OvsSync:
-    def __init__(self, db: str = DEFAULT_DB, clock=time.monotonic, wall_clock=time.time):
-        self.path = socket_path(db)
+    def __init__(self, db: str = DEFAULT_OVSDB, on_change=lambda: None, clock=time.monotonic,
+                 wall_clock=time.time):
+        """`on_change()` is called when the connection comes or goes and after each transaction."""
+        self.db, self.path = db, socket_path(db)
+        self._on_change = on_change
         self._clock, self._wall_clock = clock, wall_clock
         self._selector = selectors.DefaultSelector()
         self._conn: Connection | None = None
@@ -83,16 +84,19 @@ class OvsSync:
         """Read what ovsdb-server sent; never blocks."""
         if self._conn is None:
             return
+        updated = False
         try:
             for _ in self._selector.select(0):
                 notifications = self._conn.receive()
                 self._last_heard, self._probing = self._clock(), False
                 for message in notifications:
-                    self._on_notification(message)
+                    updated |= self._on_notification(message)
         except ConnectionLost as err:
             self._disconnect(str(err))
             return
         self._reconcile()
+        if updated:
+            self._on_change()
 
     def tick(self, now: float) -> None:
         """Timed work, once a second: connect, probe an idle server, retry after an error."""
@@ -150,9 +154,12 @@ class OvsSync:
     def _connect(self) -> None:
         try:
             self._conn = Connection(self.path)
+        except PermissionError as err:  # not an outage: logged on its own
+            self._fail(f"cannot connect to OVSDB at {self.path}: {err.strerror} ({access.GRANT_HINT})",
+                       "denied")
+            return
         except OSError as err:
-            hint = f" ({access.GRANT_HINT})" if isinstance(err, PermissionError) else ""
-            self._fail(f"cannot connect to OVSDB at {self.path}: {err.strerror or err}{hint}")
+            self._fail(f"cannot connect to OVSDB at {self.path}: {err.strerror or err}")
             return
         self._selector.register(self._conn.sock, selectors.EVENT_READ)
         self._last_heard = self._clock()
@@ -166,13 +173,15 @@ class OvsSync:
             log.info("OVSDB at %s: connected again", self.path)
         else:
             log.info("OVSDB at %s: connected", self.path)
-        self._throttle.clear("connection")
+        for kind in FAILURES:
+            self._throttle.clear(kind)
         self.last_error = None
         self._backoff = MIN_BACKOFF
         self._replica.clear()
         self._replica.update(result)
         self._monitoring, self._dirty = True, True
         self._awaited_cfg = None
+        self._on_change()
 
     def _disconnect(self, reason: str) -> None:
         if self._conn is not None:
@@ -181,11 +190,12 @@ class OvsSync:
             self._conn = None
         self._monitoring = self._in_flight = self._probing = False
         self._fail(reason)
+        self._on_change()
 
-    def _fail(self, reason: str) -> None:
-        """Log once (then rarely), retry with backoff."""
+    def _fail(self, reason: str, kind: str = "down") -> None:
+        """Log once per kind of trouble (then rarely), retry with backoff."""
         self.last_error = reason
-        self._throttle(logging.WARNING, "connection", "%s; retrying", reason)
+        self._throttle(logging.WARNING, kind, "%s; retrying", reason)
         self._connect_at = self._clock() + self._backoff
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
@@ -205,15 +215,15 @@ class OvsSync:
 
     # --- reconciling ---------------------------------------------------------------------
 
-    def _on_notification(self, message: dict) -> None:
-        if message.get("method") != "update":
-            return
+    def _on_notification(self, message: dict) -> bool:
+        """Apply a monitor update; True if it was one."""
         params = message.get("params") or [None, {}]
-        if params[0] != MONITOR_ID:
-            return
+        if message.get("method") != "update" or params[0] != MONITOR_ID:
+            return False
         self._replica.update(params[1])
         self._dirty = True
         self._note_applied()
+        return True
 
     def _caught_up(self) -> bool:
         """The replica has seen our last transaction (its next_cfg came back in an update)."""
@@ -267,6 +277,7 @@ class OvsSync:
             self.last_error = f"OVSDB refused {'; '.join(plan.changes)}: {problem}"
             self._throttle(logging.ERROR, "transact", "%s", self.last_error)
             self._retry_at = self._clock() + RETRY_AFTER_ERROR
+        self._on_change()
         self._reconcile()
 
     def _report_foreign(self, bridges: list[str]) -> None:
