@@ -126,6 +126,14 @@ def test_agent_keeps_ovs_in_step_and_clears_it_on_sigterm(ovs_agent, private_ovs
     private_ovs.vsctl("set", "sflow", br0(private_ovs)["_uuid"][1], "polling=99")
     assert within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 7, 5) < 1.0
 
+    # a new agent address (seen at the next re-read or housekeeping): OVS names it too
+    ns = private_ovs.ns
+    ns.run("ip", "addr", "add", "198.18.1.6/24", "dev", "up0")  # not a secondary: it stays
+    ns.run("ip", "addr", "del", f"{AGENT}/24", "dev", "up0")
+    ovs_agent.proc.send_signal(signal.SIGHUP)
+    within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["agent"] == "198.18.1.6", 5)
+    assert {PrivateOvs.sflow_values(r)["agent"] for r in private_ovs.sflow_rows().values()} == {"198.18.1.6"}
+
     status = within_status(ovs_agent, lambda text: "br1" in text)
     assert re.search(r"ovs:.*'rows': 2", status) and "'br0': 'hsagent'" in status
 

@@ -24,7 +24,10 @@ MONITORED = {
 # --- values --------------------------------------------------------------------------------
 
 def atoms(value) -> list:
-    """The members of a set column (a bare atom is a set of one)."""
+    """The members of a set column (a bare atom is a set of one; None, a column the row
+    does not carry, is empty)."""
+    if value is None:
+        return []
     if isinstance(value, list) and value and value[0] == "set":
         return list(value[1])
     return [value]

@@ -57,11 +57,11 @@ class SflowRow:
 
     @classmethod
     def from_ovsdb(cls, row: dict) -> "SflowRow":
-        return cls(agent=ovsdb.optional(row.get("agent", ovsdb.set_of([]))),
-                   targets=frozenset(ovsdb.atoms(row.get("targets", ovsdb.set_of([])))),
-                   polling=ovsdb.optional(row.get("polling", ovsdb.set_of([]))),
-                   header=ovsdb.optional(row.get("header", ovsdb.set_of([]))),
-                   sampling=ovsdb.optional(row.get("sampling", ovsdb.set_of([]))),
+        return cls(agent=ovsdb.optional(row.get("agent")),
+                   targets=frozenset(ovsdb.atoms(row.get("targets"))),
+                   polling=ovsdb.optional(row.get("polling")),
+                   header=ovsdb.optional(row.get("header")),
+                   sampling=ovsdb.optional(row.get("sampling")),
                    ours=ovsdb.to_map(row.get("external_ids")).get(MARK[0]) == MARK[1])
 
 
@@ -92,7 +92,7 @@ class Plan:
 
 def link_speeds(replica: ovsdb.Replica) -> dict[str, int]:
     """Interface UUID -> link_speed, for the interfaces whose speed ovs-vswitchd has written."""
-    speeds = {u: ovsdb.optional(row.get("link_speed", ovsdb.set_of([])))
+    speeds = {u: ovsdb.optional(row.get("link_speed"))
               for u, row in replica.rows("Interface").items()}
     return {u: speed for u, speed in speeds.items() if speed}
 
@@ -104,13 +104,12 @@ def observe(replica: ovsdb.Replica, known_speeds: dict[str, int] | None = None) 
     ovs-vswitchd only some time later; `known_speeds` (interface UUID -> speed seen before)
     fills the gap, so a restart does not flap the sampling rates."""
     speeds = {**(known_speeds or {}), **link_speeds(replica)}
-    port_speed = {u: max((speeds.get(i, 0) for i in ovsdb.uuids(row.get("interfaces", ovsdb.set_of([])))),
-                         default=0)
+    port_speed = {u: max((speeds.get(i, 0) for i in ovsdb.uuids(row.get("interfaces"))), default=0)
                   for u, row in replica.rows("Port").items()}
     bridges = []
     for u, row in replica.rows("Bridge").items():
-        sflow = ovsdb.uuids(row.get("sflow", ovsdb.set_of([])))
-        ports = ovsdb.uuids(row.get("ports", ovsdb.set_of([])))
+        sflow = ovsdb.uuids(row.get("sflow"))
+        ports = ovsdb.uuids(row.get("ports"))
         bridges.append(Bridge(u, row.get("name", ""), sflow[0] if sflow else None,
                               max((port_speed.get(p, 0) for p in ports), default=0)))
     rows = {u: SflowRow.from_ovsdb(row) for u, row in replica.rows("sFlow").items()}

@@ -41,7 +41,8 @@ def socket_path(db: str) -> str:
 class OvsSync:
     def __init__(self, db: str = DEFAULT_OVSDB, on_change=lambda: None, clock=time.monotonic,
                  wall_clock=time.time):
-        """`on_change()` is called when the connection comes or goes and after each transaction."""
+        """`on_change()` is called when the connection comes or goes, after each transaction and
+        after each change OVSDB reports (the agent rewrites its status file then)."""
         self.db, self.path = db, socket_path(db)
         self._on_change = on_change
         self._clock, self._wall_clock = clock, wall_clock
@@ -72,11 +73,12 @@ class OvsSync:
         return self._selector.fileno()
 
     def configure(self, settings, agent_ip: str | None) -> None:
-        """New settings or agent address: OVSDB follows at once. The first call connects
-        (an agent started as root does so before it drops privileges)."""
+        """New settings or agent address (None: the module is stopping, no rows): OVSDB
+        follows at once. Not connected, and not waiting out a backoff: connect now (so an
+        agent started as root connects before it drops privileges)."""
         self._settings, self._agent_ip = settings, agent_ip
         self._dirty = True
-        if self._conn is None and self._connect_at == 0.0 and settings is not None:
+        if self._conn is None and settings is not None and self._clock() >= self._connect_at:
             self._connect()
         self._reconcile()
 
