@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from acld.service import (READ_TOKEN, TOKEN, Client, Service, in_netns, iptables_save,
+from acld.service import (READ_TOKEN, TOKEN, Service, in_netns, iptables_save,
                           packets, rules_of)
 
 pytestmark = pytest.mark.slow
