@@ -448,3 +448,31 @@ def test_insecure_no_auth_is_explicit_and_loud(topology, tmp_path):
     finally:
         acld.stop()
     assert "AUTHENTICATION IS OFF" in acld.log_text()
+
+
+def test_sighup_rereads_the_token_file(topology, tmp_path):
+    import signal
+    switch, _ = topology
+    acld = Service(switch, tmp_path).start()
+    try:
+        new = "rotated-token-0123456789abc"
+        acld.tokens.write_text(f"{new}\n")
+        acld.process.send_signal(signal.SIGHUP)
+        old_client = acld.client()
+        deadline = time.monotonic() + 10
+        while old_client.get("/acl/").status != 401 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert old_client.get("/acl/").status == 401
+        assert acld.client(token=new).get("/acl/").status == 200
+        # a file others can read is refused, and the tokens in force stay
+        acld.tokens.write_text(f"{TOKEN}\n")
+        acld.tokens.chmod(0o644)
+        acld.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "keeping the old tokens" not in acld.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "keeping the old tokens" in acld.log_text()
+        assert acld.client(token=new).get("/acl/").status == 200
+        assert acld.client().get("/acl/").status == 401
+    finally:
+        acld.stop()
