@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,10 @@ def test_the_service_and_the_agent_stay_apart():
     for script in (service, agent):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
+
+
+def test_the_example_configuration_is_valid():
+    example = config.read_file(str(Path(__file__).parent.parent / "etc" / "hsagent-acld.conf"),
+                               required=True)
+    settings = config.apply(config.Settings(), *example)
+    assert settings.listen == ("127.0.0.1", 8081) and settings.backend == "auto"
