@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from . import agent_address, pollers
 from .logs import Throttle
@@ -62,7 +63,7 @@ class Agent:
         self.builder: DatagramBuilder | None = None
         self.agent_ip: str | None = None
         self.agent_device: str | None = None
-        self.pollers: dict[str, object] = {}
+        self.pollers: dict[str, pollers.Poller] = {}
         self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler)
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
@@ -111,31 +112,25 @@ class Agent:
         self._write_auto_file()
 
     def _apply_pollers(self, settings: Settings) -> None:
+        """Start the pollers these settings enable and stop the others; a running poller keeps
+        the settings it was built with."""
         wanted = pollers.enabled_modules(settings)
         for name in list(self.pollers):
             if name not in wanted:
                 self._remove_poller(name)
         for name in wanted:
-            if name in self.pollers:
-                apply = getattr(self.pollers[name], "apply", None)
-                if apply:
-                    apply(settings)
-            else:
+            if name not in self.pollers:
                 self._add_poller(name, settings)
-        host = self.pollers.get("host")
-        if host is not None:
-            docker = self.pollers.get("docker")
-            host.virt_domains = docker.domain_count if docker is not None else None
 
     def _add_poller(self, name: str, settings: Settings) -> None:
         try:
-            poller = pollers.load(name)(settings)
+            poller = pollers.load(name)(settings, peers=MappingProxyType(self.pollers))
         except Exception as err:  # a module that cannot start must not stop the others
             log.error("cannot start the %s poller: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
             return
         self.pollers[name] = poller
         self._due[name] = {}
-        if hasattr(poller, "fileno"):
+        if isinstance(poller, pollers.EventSource):
             self._selector.register(poller.fileno(), selectors.EVENT_READ,
                                     lambda c=poller: self._on_poller_events(c))
 
@@ -148,7 +143,7 @@ class Agent:
     def _remove_poller(self, name: str) -> None:
         poller = self.pollers.pop(name)
         self._due.pop(name, None)
-        if hasattr(poller, "fileno"):
+        if isinstance(poller, pollers.EventSource):
             self._selector.unregister(poller.fileno())
         poller.close()
 
@@ -201,8 +196,7 @@ class Agent:
             "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,
             "data_sources": {name: len(due) for name, due in self._due.items()},
             "dnssd": self.source.state(),
-            "samplers": {f"{type(s).__name__} {getattr(s, 'ifname', '')}".strip(): {
-                "rate": s.rate, "drops": s.drops} for s in self.samplers},
+            "samplers": {name: {"rate": s.rate, "drops": s.drops} for name, s in self.samplers.labelled()},
         }
 
     def _write_status(self) -> None:
