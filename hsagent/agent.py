@@ -271,8 +271,9 @@ class Agent:
         self.poll_due(self._clock(), everything=True)
         self.flush()
 
-    def run(self) -> None:
-        """Run until SIGTERM/SIGINT. SIGHUP re-reads the config file."""
+    def run(self, ready=lambda: None) -> None:
+        """Run until SIGTERM/SIGINT. SIGHUP re-reads the config file. `ready()` is called once
+        the signal handlers are in place (before that, SIGTERM would kill the process)."""
         wakeup_r, wakeup_w = socket.socketpair()
         wakeup_r.setblocking(False)
         wakeup_w.setblocking(False)
@@ -281,6 +282,7 @@ class Agent:
         handlers = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
+            ready()
             self._loop()
         finally:
             for sig, handler in handlers.items():

@@ -176,8 +176,7 @@ def _run(args) -> int:
             agent.lookup_dnssd_now()
             agent.run_once()
             return 0
-        daemon.notify("READY=1")
-        agent.run()
+        agent.run(ready=lambda: daemon.notify("READY=1"))
     finally:
         agent.close()
     return 0
