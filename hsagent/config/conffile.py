@@ -11,7 +11,9 @@ them; a double-quoted string is one token (so a regex may hold '{', '}' or '=');
 compared without regard to case. Stricter than hsflowd so that a mistake is reported where it
 is made: a setting is `name = value` on one line, and everything lives in one sflow { }.
 hsflowd features hsagent does not implement are skipped with a warning, not an error, so an
-existing hsflowd.conf keeps working.
+existing hsflowd.conf keeps working. Which keys exist, where, and how each value is checked come
+from the declarations in hsagent/settings.py; this module adds only the grammar and what each
+block means.
 """
 
 from __future__ import annotations
