@@ -66,15 +66,14 @@ def _load(path: str):
 
 def _with_dnssd(settings, verbose: bool):
     """The file's settings overlaid with what DNS-SD says now (when DNSSD is on)."""
-    if not settings.dnssd:
-        return settings
-    from .config import dnssd
+    from .config.source import lookup_now
 
-    try:
-        result = dnssd.lookup(settings)
-    except dnssd.DnsSdError as err:
-        print(f"DNS-SD: {err} (the agent would use the file's settings until DNS answers)")
-        return settings
+    found = lookup_now(settings)
+    if found.error is not None:
+        print(f"DNS-SD: {found.error} (the agent would use the file's settings until DNS answers)")
+    if found.result is None:
+        return found.settings
+    result = found.result
     if verbose:
         print(f"query: {result.query} (SRV and TXT)")
         print("answers:" if result.answers else "answers: none")
@@ -83,7 +82,7 @@ def _with_dnssd(settings, verbose: bool):
         print(f"smallest TTL: {result.ttl if result.ttl is not None else '-'}")
     for warning in result.warnings:
         print(f"DNS-SD warning: {warning}")
-    return dnssd.apply(settings, result)
+    return found.settings
 
 
 def _check(args) -> int:
@@ -177,8 +176,7 @@ def _run(args) -> int:
             agent.lookup_dnssd_now()
             agent.run_once()
             return 0
-        daemon.notify("READY=1")
-        agent.run()
+        agent.run(ready=lambda: daemon.notify("READY=1"))
     finally:
         agent.close()
     return 0
