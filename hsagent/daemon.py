@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from . import files
+
 
 def daemonize(pidfile: str | None) -> None:
     """Classic double fork: detach from the terminal and session, stdio to /dev/null."""
@@ -24,10 +26,7 @@ def daemonize(pidfile: str | None) -> None:
 
 
 def write_pidfile(path: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    files.replace(path, f"{os.getpid()}\n")
 
 
 def notify(state: str) -> bool:

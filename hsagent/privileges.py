@@ -12,6 +12,8 @@ import grp
 import os
 import pwd
 
+from . import files as safe_files
+
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 KEPT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
 PR_SET_KEEPCAPS = 8
@@ -55,14 +57,12 @@ def target_user(configured: str | None) -> pwd.struct_passwd | None:
 
 
 def prepare_paths(account: pwd.struct_passwd, files=(), directories=()) -> None:
-    """Create what the agent writes after the switch, owned by the new user."""
+    """Create what the agent writes after the switch, owned by the new user (never through a
+    link: these paths may lie in directories other users can write)."""
     for directory in directories:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        os.chown(directory, account.pw_uid, account.pw_gid)
+        safe_files.give_directory(directory, account.pw_uid, account.pw_gid)
     for path in files:
-        if not os.path.exists(path):
-            open(path, "a").close()
-        os.chown(path, account.pw_uid, account.pw_gid)
+        safe_files.give_file(path, account.pw_uid, account.pw_gid)
 
 
 def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:

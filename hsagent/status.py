@@ -6,12 +6,11 @@ import json
 import os
 import time
 
+from . import files
+
 
 def write(path: str, state: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(state, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    files.replace(path, json.dumps(state, indent=1, sort_keys=True))
 
 
 def _alive(pid: int) -> bool:
