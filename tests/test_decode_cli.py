@@ -9,6 +9,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from hsagent.sflow import records as r
 from hsagent.sflow.datagram import CountersSample, Datagram, encode_datagram
+from hsagent.sflow.pcap import write_udp
 
 PCAP = Path(__file__).parent / "data" / "hsflowd-docker.pcap"
 DECODE = [sys.executable, "-m", "hsagent", "decode"]
@@ -210,3 +212,25 @@ def test_signal_stops_cleanly(listen, signum):
     code, out, err = listener.finish()
     assert code == 0
     assert "Traceback" not in err
+
+
+def _limit_memory():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # far below a trusted 4 GiB
+
+
+@pytest.mark.parametrize("caplen,message", [
+    (0xFFFFFFFF, "captured length 4294967295 is over the 262144-byte maximum"),
+    (1000, "the file ends in the middle of the packet"),
+])
+def test_a_hostile_pcap_record_size_is_refused(tmp_path, caplen, message):
+    path = tmp_path / "hostile.pcap"
+    with open(path, "wb") as f:
+        write_udp(f, [_datagram(1)])
+        at = f.tell()
+        f.write(struct.pack("<IIII", 0, 0, caplen, caplen) + b"\0" * 64)
+    run = subprocess.run(DECODE + ["--pcap", str(path)], capture_output=True, text=True,
+                         timeout=120, preexec_fn=_limit_memory)
+    assert run.returncode == 2
+    assert run.stderr == f"hsagent decode: {path}: record 2 (byte {at}): {message}\n"
+    assert run.stdout.count("startDatagram") == 1  # the good record before it is decoded
