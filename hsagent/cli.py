@@ -159,8 +159,9 @@ def _run(args) -> int:
     account = _account_to_run_as(settings)
     foreground = args.foreground or args.print_datagrams or args.once
     logs.setup(args.debug, syslog=not foreground)
+    started = None
     if not foreground:
-        daemon.daemonize(args.pidfile)  # before any thread or socket exists
+        started = daemon.daemonize(args.pidfile)  # before any thread or socket exists
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
     agent = Agent(reload_config=lambda: conffile.load(args.config)[0],
@@ -178,6 +179,8 @@ def _run(args) -> int:
             agent.run_once()
             return 0
         daemon.notify("READY=1")
+        if started:
+            started()  # the command that was run exits 0 now
         agent.run()
     finally:
         agent.close()
