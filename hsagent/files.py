@@ -31,7 +31,8 @@ class UnsafePathError(OSError):
 
 
 def replace(path: str, data: str | bytes, mode: int = 0o644) -> None:
-    """Give `path` the contents `data` in one step (readers see the old or the new file).
+    """Give `path` the contents `data` in one step (readers see the old or the new file);
+    a new file gets `mode` less the umask, a file rewritten in place keeps its mode.
 
     A new file with a random name is created beside it (O_EXCL|O_NOFOLLOW: never an existing
     file or link), written, synced, then renamed over `path` (rename replaces a link at
@@ -113,16 +114,11 @@ def _create_temp(directory: str, name: str, mode: int) -> tuple[int, str]:
     for _ in range(_TEMP_ATTEMPTS):
         temp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(temp, flags, 0o600)
+            # `mode` less the umask, as open() would give (the unit's UMask=0027 keeps the
+            # status file from other users)
+            return os.open(temp, flags, mode), temp
         except FileExistsError:
             continue
-        try:
-            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(temp)
-            raise
-        return fd, temp
     raise FileExistsError(errno.EEXIST, "no free temporary file name", directory)
 
 

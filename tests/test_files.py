@@ -38,15 +38,17 @@ def _untouched(path) -> None:
     assert (path.read_text(), st.st_uid, stat.S_IMODE(st.st_mode)) == ("precious\n", 0, 0o600)
 
 
-def test_replace_writes_the_whole_file_with_the_mode_asked_for(tmp_path):
+def test_replace_writes_the_whole_file_with_the_mode_asked_for_less_the_umask(tmp_path):
     target = tmp_path / "auto"
-    old_umask = os.umask(0o077)
+    old_umask = os.umask(0o027)  # the unit's UMask
     try:
         files.replace(str(target), "one\n")
-        files.replace(str(target), b"two\n", mode=0o640)
+        files.replace(str(target), b"two\n", mode=0o600)
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        files.replace(str(target), b"three\n")
     finally:
         os.umask(old_umask)
-    assert target.read_text() == "two\n"
+    assert target.read_text() == "three\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     assert os.listdir(tmp_path) == ["auto"]  # no temporary file left behind
 
