@@ -38,11 +38,17 @@ def _running_with(marker: str) -> list[int]:
 
 @pytest.fixture
 def daemon_config(receiver, readable_dir):
+    """make(user) -> a config path; any daemon still running with it is stopped afterwards
+    (one that should not have started, too)."""
+    path = readable_dir / "hsagent.conf"
+
     def make(user: str = "root") -> str:
-        return write_config(readable_dir / "hsagent.conf",
-                            f"  DNSSD = off\n  user = {user}\n"
-                            f"  collector {{ ip = {receiver.host} udpport = {receiver.port} }}")
-    return make
+        return write_config(path, f"  DNSSD = off\n  user = {user}\n"
+                                  f"  collector {{ ip = {receiver.host} udpport = {receiver.port} }}")
+
+    yield make
+    for pid in _running_with(str(path)):
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_an_unwritable_pidfile_fails_the_start_and_says_why(daemon_config, readable_dir):
