@@ -68,15 +68,14 @@ def _await_start(report: int) -> int:
             if not chunk:
                 break
             received += chunk
+    started = received.endswith(STARTED)
     message = received.removesuffix(STARTED).decode(errors="replace")
+    if not started and not message:
+        message = (f"hsagent: the daemon did not report its start within {START_TIMEOUT} s\n"
+                   if time.monotonic() >= deadline else "hsagent: the daemon exited during start-up\n")
     sys.stderr.write(message)
-    if received.endswith(STARTED):
-        return 0
-    if not message:
-        reason = "timed out" if time.monotonic() >= deadline else "exited"
-        sys.stderr.write(f"hsagent: the daemon {reason} during start-up\n")
-    sys.stderr.flush()
-    return 1
+    sys.stderr.flush()  # the caller leaves with os._exit, which flushes nothing
+    return 0 if started else 1
 
 
 def write_pidfile(path: str) -> None:

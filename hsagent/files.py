@@ -24,10 +24,9 @@ class UnsafePathError(OSError):
 
     def __init__(self, path: str, problem: str):
         super().__init__(errno.EPERM, problem, path)
-        self.problem = problem
 
     def __str__(self) -> str:
-        return f"{self.filename}: {self.problem}"
+        return f"{self.filename}: {self.strerror}"
 
 
 def replace(path: str, data: str | bytes, mode: int = 0o644) -> None:
