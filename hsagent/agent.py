@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from . import agent_address, pollers
+from . import agent_address, files, pollers
 from .logs import Throttle
 from .config.source import SettingsSource
 from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
@@ -181,7 +181,7 @@ class Agent:
         if text == self._auto_text or not self.auto_file:
             return
         try:
-            _replace_file(self.auto_file, text)
+            files.replace(self.auto_file, text)
         except OSError as err:
             self._throttle(logging.WARNING, "auto", "cannot write %s: %s", self.auto_file, err)
             return
@@ -357,18 +357,3 @@ class Agent:
         self.transport.close()
         self._selector.close()
 
-
-def _replace_file(path: str, text: str) -> None:
-    """Atomically where the directory allows it; in place where only the file is writable
-    (an unprivileged agent under ProtectSystem=strict may write /etc/hsagent.auto, not /etc)."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-    except OSError:
-        if not os.path.exists(path):
-            raise
-        with open(path, "w") as f:
-            f.write(text)
-        return
-    os.replace(tmp, path)

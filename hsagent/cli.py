@@ -158,8 +158,9 @@ def _run(args) -> int:
     account = _account_to_run_as(settings)
     foreground = args.foreground or args.print_datagrams or args.once
     logs.setup(args.debug, syslog=not foreground)
+    started = None
     if not foreground:
-        daemon.daemonize(args.pidfile)  # before any thread or socket exists
+        started = daemon.daemonize(args.pidfile)  # before any thread or socket exists
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
     agent = Agent(reload_config=lambda: conffile.load(args.config)[0],
@@ -176,10 +177,18 @@ def _run(args) -> int:
             agent.lookup_dnssd_now()
             agent.run_once()
             return 0
-        agent.run(ready=lambda: daemon.notify("READY=1"))
+        agent.run(ready=lambda: _ready(daemon, started))
     finally:
         agent.close()
     return 0
+
+
+def _ready(daemon, started) -> None:
+    """The agent's signal handlers are in place: tell systemd, and the command that
+    daemonised us (which exits 0 now)."""
+    daemon.notify("READY=1")
+    if started:
+        started()
 
 
 def main(argv: list[str] | None = None) -> int:
