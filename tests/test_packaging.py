@@ -114,7 +114,8 @@ def test_archive_contents(deb):
     assert {"/usr/bin/hsagent", "/etc/hsagent.conf", "/etc/init.d/hsagent",
             "/lib/systemd/system/hsagent.service", "/usr/lib/python3/dist-packages/hsagent/cli.py",
             "/usr/bin/hsagent-acld", "/etc/hsagent-acld.conf",
-            "/lib/systemd/system/hsagent-acld.service"} <= names
+            "/lib/systemd/system/hsagent-acld.service",
+            "/usr/share/hsagent/ovsdb-server-hsagent.conf"} <= names  # ovs { }: opt-in socket access
     assert not any("__pycache__" in name for name in names)
     assert (TOP / "packaging" / "debian" / "launcher").read_text().startswith("#!/usr/bin/python3 ")
 

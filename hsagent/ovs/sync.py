@@ -146,10 +146,18 @@ class OvsSync:
             "rows": sum(1 for state in bridges.values() if state == "hsagent"),
             "foreign": list(self._foreign),
             "transactions": self.transactions,
-            "last_transaction": self.last_transaction,
+            "last_transaction": self._shown(self.last_transaction),
             "next_cfg": root.get("next_cfg"), "cur_cfg": root.get("cur_cfg"),
             "last_error": self.last_error,
         }
+
+    @staticmethod
+    def _shown(transaction: dict | None) -> dict | None:
+        """The last transaction for people: its time as UTC text, how long ovs-vswitchd took."""
+        if transaction is None:
+            return None
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(transaction["at"]))
+        return {**transaction, "at": at}
 
     # --- connection ----------------------------------------------------------------------
 
