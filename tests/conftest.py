@@ -233,6 +233,35 @@ class PrivateOvs:
                 "header": row["header"], "sampling": row["sampling"],
                 "external_ids": dict(row["external_ids"][1])}
 
+    def hsagent_changes(self) -> list[str]:
+        """`Table.column` for every value hsagent's transactions (comment "hsagent: ...") ever
+        wrote, from the database file's own log (ovsdb-tool show-log: `table T insert row`,
+        `table T row R diff:`, then `    column=value` or `    delete row`)."""
+        import re
+
+        log = subprocess.run(["ovsdb-tool", "show-log", "-mm", str(self.dir / "conf.db")],
+                             capture_output=True, text=True, check=True).stdout
+        changes = []
+        for record in log.split("\nrecord ")[1:]:
+            header, *lines = record.splitlines()
+            if '"hsagent: ' not in header:
+                continue
+            table = None
+            for line in lines:
+                if m := re.match(r"  table (\S+) ", line):
+                    table = m.group(1)
+                elif m := re.match(r"    (\w+)=", line):
+                    changes.append(f"{table}.{m.group(1)}")
+                elif line.strip() == "delete row":
+                    changes.append(f"{table}.delete")
+        return changes
+
+    def touched_only_sflow(self) -> bool:
+        """hsagent wrote something, and only sFlow rows, Bridge.sflow and next_cfg."""
+        changes = set(self.hsagent_changes())
+        return bool(changes) and all(c.startswith("sFlow.") or c in ("Bridge.sflow", "Open_vSwitch.next_cfg")
+                                     for c in changes)
+
     def add_bridge(self, name: str, *ports: str) -> None:
         args = ["add-br", name, "--", "set", "bridge", name, "datapath_type=netdev"]
         for port in ports:

@@ -139,6 +139,7 @@ def test_agent_keeps_ovs_in_step_and_clears_it_on_sigterm(ovs_agent, private_ovs
 
     assert ovs_agent.stop() == 0
     assert private_ovs.table("sFlow") == []  # SIGTERM took hsagent's rows away
+    assert private_ovs.touched_only_sflow()  # and nothing else in OVSDB was ever written
     assert "OVS br0: remove sFlow" in ovs_agent.log_text()
 
 
