@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import selectors
 import socket
-import subprocess
 import time
 from types import MappingProxyType
 
@@ -207,8 +206,11 @@ def test_new_bridges_hand_edits_and_settings_changes_are_followed_within_a_secon
     assert d.until(lambda: private_ovs.sflow_rows()["br0"]) < 1.0
 
     d.sync.configure(settings(Collector("198.51.100.8", 6343), polling=5), AGENT)
-    assert d.until(lambda: all(PrivateOvs.sflow_values(r)["targets"] == ["198.51.100.8:6343"] and PrivateOvs.sflow_values(r)["polling"] == 5
-                               for r in private_ovs.sflow_rows().values())) < 1.0
+    def followed():
+        values = [PrivateOvs.sflow_values(r) for r in private_ovs.sflow_rows().values()]
+        return all(v["targets"] == ["198.51.100.8:6343"] and v["polling"] == 5 for v in values)
+
+    assert d.until(followed) < 1.0
 
     d.sync.configure(settings(), AGENT)  # no collector: hsagent's rows go
     assert d.until(lambda: not private_ovs.table("sFlow")) < 1.0

@@ -97,10 +97,14 @@ def br0(ovs):
     return ovs.sflow_rows()["br0"]
 
 
+def br0_values(ovs) -> dict:
+    return PrivateOvs.sflow_values(br0(ovs))
+
+
 def test_agent_keeps_ovs_in_step_and_clears_it_on_sigterm(ovs_agent, private_ovs):
     ovs_agent.start()
     within(lambda: br0(private_ovs), 15)
-    row = PrivateOvs.sflow_values(br0(private_ovs))
+    row = br0_values(private_ovs)
     assert row == {"agent": AGENT, "targets": [f"127.0.0.1:{ovs_agent.collector.port}"], "polling": 2,
                    "header": 128, "sampling": 10_000, "external_ids": {"created_by": "hsagent"}}
 
@@ -116,22 +120,22 @@ def test_agent_keeps_ovs_in_step_and_clears_it_on_sigterm(ovs_agent, private_ovs
     # SIGHUP: a new file reaches OVSDB within a second
     ovs_agent.write("  polling = 7\n  headerBytes = 64\n  sampling.10G = 5000")
     ovs_agent.proc.send_signal(signal.SIGHUP)
-    took = within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 7, 5)
+    took = within(lambda: br0_values(private_ovs)["polling"] == 7, 5)
     assert took < 1.0, took
-    assert PrivateOvs.sflow_values(br0(private_ovs))["header"] == 64 and PrivateOvs.sflow_values(br0(private_ovs))["sampling"] == 5000
+    assert br0_values(private_ovs)["header"] == 64 and br0_values(private_ovs)["sampling"] == 5000
 
     # a bridge made now, and a hand edit, are each answered within a second
     private_ovs.add_bridge("br1")
     assert within(lambda: private_ovs.sflow_rows()["br1"], 5) < 1.0
     private_ovs.vsctl("set", "sflow", br0(private_ovs)["_uuid"][1], "polling=99")
-    assert within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 7, 5) < 1.0
+    assert within(lambda: br0_values(private_ovs)["polling"] == 7, 5) < 1.0
 
     # a new agent address (seen at the next re-read or housekeeping): OVS names it too
     ns = private_ovs.ns
     ns.run("ip", "addr", "add", "198.18.1.6/24", "dev", "up0")  # not a secondary: it stays
     ns.run("ip", "addr", "del", f"{AGENT}/24", "dev", "up0")
     ovs_agent.proc.send_signal(signal.SIGHUP)
-    within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["agent"] == "198.18.1.6", 5)
+    within(lambda: br0_values(private_ovs)["agent"] == "198.18.1.6", 5)
     assert {PrivateOvs.sflow_values(r)["agent"] for r in private_ovs.sflow_rows().values()} == {"198.18.1.6"}
 
     status = within_status(ovs_agent, lambda text: "br1" in text)
@@ -159,13 +163,13 @@ def test_a_dns_sd_change_reaches_ovsdb_within_a_second(ovs_agent, private_ovs):
     try:
         named.serve(srv(ovs_agent.collector.port) + txt("txtvers=1", "polling=4"))
         ovs_agent.start(sources=f"  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 port = {named.port} }}")
-        within(lambda: br0(private_ovs) and PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 4, 15)
-        assert PrivateOvs.sflow_values(br0(private_ovs))["targets"] == [f"127.0.0.1:{ovs_agent.collector.port}"]
+        within(lambda: br0(private_ovs) and br0_values(private_ovs)["polling"] == 4, 15)
+        assert br0_values(private_ovs)["targets"] == [f"127.0.0.1:{ovs_agent.collector.port}"]
 
         named.serve(srv(ovs_agent.collector.port) + txt("txtvers=1", "polling=6"))
         auto = ovs_agent.runtime_dir / "hsagent.auto"
         within(lambda: "polling=6" in auto.read_text(), 40, step=0.005)  # the agent looked again (TTL 10 s)
-        took = within(lambda: PrivateOvs.sflow_values(br0(private_ovs))["polling"] == 6, 5)
+        took = within(lambda: br0_values(private_ovs)["polling"] == 6, 5)
         assert took < 1.0, took
 
         named.serve(txt("txtvers=1"))  # no SRV record: no collector, so hsagent's rows go
@@ -181,8 +185,8 @@ def test_someone_elses_row_is_left_alone_and_reported(ovs_agent, private_ovs):
     status = within_status(ovs_agent, lambda text: "foreign" in text and "br0" in text)
     assert "'br0': 'foreign'" in status
     within(lambda: "did not make" in ovs_agent.log_text(), 5)
-    assert PrivateOvs.sflow_values(br0(private_ovs))["sampling"] == 3 and ovs_agent.stop() == 0
-    assert PrivateOvs.sflow_values(br0(private_ovs))["sampling"] == 3  # not even removed at exit
+    assert br0_values(private_ovs)["sampling"] == 3 and ovs_agent.stop() == 0
+    assert br0_values(private_ovs)["sampling"] == 3  # not even removed at exit
 
 
 def test_ovsdb_server_restarted_under_the_agent(ovs_agent, private_ovs):

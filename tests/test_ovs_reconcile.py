@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given, strategies as st
 
 from hsagent.config.conffile import ConfigError, parse
 from hsagent.ovs import ovsdb
@@ -174,3 +175,79 @@ def test_ovs_block_errors_name_the_place():
         parse(_conf("  ovs { db = tcp:127.0.0.1:6640 }"), "f")
     with pytest.raises(ConfigError, match=r"^f:3:3: subAgentId = 2 would share .* Open vSwitch"):
         parse(_conf("  subAgentId = 2\n  ovs { }"), "f")
+
+
+# --- convergence: a plan, applied as OVSDB would, leaves nothing to do ---------------------
+
+def _apply(plan, current: Current) -> Current:
+    """What ovsdb-server makes of the plan's operations (the ones reconcile uses), all or
+    nothing; unreferenced sFlow rows are garbage-collected, as for any non-root table."""
+    bridges = {b.uuid: b for b in current.bridges}
+    rows = dict(current.sflow)
+    named = {}
+
+    def matches(bridge, where):
+        for column, _, value in where:
+            if column == "_uuid" and value != ["uuid", bridge.uuid]:
+                return False
+            if column == "sflow" and value != (["uuid", bridge.sflow] if bridge.sflow else ["set", []]):
+                return False
+        return True
+
+    def reference(value):
+        return named[value[1]] if value[0] == "named-uuid" else None
+
+    for op in plan.operations:
+        if op["op"] == "wait":
+            (want,) = op["rows"]
+            if not all(matches(b, op["where"] + [["sflow", "==", want["sflow"]]])
+                       for b in bridges.values() if matches(b, op["where"])):
+                return current  # aborted
+        elif op["op"] == "insert":
+            named[op["uuid-name"]] = f"new{len(rows)}"
+            rows[named[op["uuid-name"]]] = SflowRow.from_ovsdb(op["row"])
+        elif op["op"] == "update" and op["table"] == "Bridge":
+            for u, b in list(bridges.items()):
+                if matches(b, op["where"]):
+                    bridges[u] = Bridge(b.uuid, b.name, reference(op["row"]["sflow"]), b.speed)
+        elif op["op"] == "update" and op["table"] == "sFlow":
+            target = op["where"][0][2][1]
+            old = rows[target]
+            rows[target] = SflowRow.from_ovsdb({**old.to_ovsdb(), **op["row"],
+                                                "external_ids": old.to_ovsdb()["external_ids"]
+                                                if old.ours else ["map", []]})
+    used = {b.sflow for b in bridges.values()}
+    return Current(tuple(bridges.values()), {u: r for u, r in rows.items() if u in used})
+
+
+ROWS = [_ours(), _ours(sampling=7), _ours(targets=frozenset({"192.0.2.9:1"}), header=None),
+        _ours(polling=5, ours=False)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["none", "0", "1", "2", "3", "shared"]),
+                          st.sampled_from(["want", "other", "none"])), min_size=1, max_size=5))
+def test_a_plan_applied_leaves_nothing_to_do(layout):
+    bridges, rows, desired_rows = [], {}, {}
+    for i, (has, want) in enumerate(layout):
+        row = None
+        if has == "shared" and rows:
+            row = next(iter(rows))
+        elif has not in ("none", "shared"):
+            row = f"s{i}"
+            rows[row] = ROWS[int(has)]
+        bridges.append(Bridge(f"b{i}", f"br{i}", row, 0))
+        desired_rows[f"b{i}"] = {"want": _ours(), "other": _ours(polling=9), "none": None}[want]
+    current = Current(tuple(bridges), rows)
+    after = _apply(reconcile(desired_rows, current), current)
+
+    assert reconcile(desired_rows, after).operations == []
+    for bridge in after.bridges:
+        before = next(b for b in current.bridges if b.uuid == bridge.uuid)
+        if before.sflow and not current.sflow[before.sflow].ours:
+            assert bridge.sflow == before.sflow and after.sflow[bridge.sflow] == current.sflow[before.sflow]
+        elif desired_rows[bridge.uuid] is None:
+            assert bridge.sflow is None
+        else:
+            assert after.sflow[bridge.sflow] == desired_rows[bridge.uuid]
+    ours = [b.sflow for b in after.bridges if b.sflow and after.sflow[b.sflow].ours]
+    assert len(ours) == len(set(ours))  # one row of ours per bridge
