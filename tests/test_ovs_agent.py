@@ -223,7 +223,11 @@ def test_an_unprivileged_agent_manages_ovs_through_the_drop_in(ovs_agent, privat
              if line.startswith("ExecStartPost=")][0]
     grant = grant.replace("/run/openvswitch/db.sock", socket_path).replace("chgrp hsagent", f"chgrp {group}")
 
+    check = ovs_agent.command("check", "-c", ovs_agent.write(user="nobody"))
+    assert f"user nobody may not connect to {socket_path}" in check.stdout  # root's socket: says so
     subprocess.run(shlex.split(grant), check=True)
+    check = ovs_agent.command("check", "-c", ovs_agent.write(user="nobody"))
+    assert f"nobody may connect to {socket_path}" in check.stdout
     ovs_agent.start(user="nobody")
     within(lambda: br0(private_ovs), 15)
 

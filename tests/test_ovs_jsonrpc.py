@@ -1,4 +1,5 @@
-"""JSON-RPC as OVSDB speaks it: framing of back-to-back objects, replies, the server's echo."""
+"""JSON-RPC as OVSDB speaks it: framing of back-to-back objects, replies, the server's echo;
+and the OVS sync's connection rules (probing an idle server, backoff) against a scripted one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hsagent.ovs.jsonrpc import Connection, ConnectionLost, Splitter
+from hsagent.ovs.sync import PROBE_INTERVAL, OvsSync
 
 
 MESSAGES = [
@@ -116,3 +118,47 @@ def test_calls_replies_echo_and_notifications(tmp_path):
 def test_connecting_to_nothing_fails_at_once(tmp_path):
     with pytest.raises(FileNotFoundError):
         Connection(str(tmp_path / "absent.sock"))
+
+
+# --- the sync's own rules, against a scripted server ----------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _drive(sync, rounds=50):
+    for _ in range(rounds):
+        sync.handle_events()
+        time.sleep(0.005)
+
+
+def test_an_ovsdb_server_that_stops_answering_is_dropped_and_retried(tmp_path):
+    server, clock = FakeServer(tmp_path / "db.sock"), FakeClock()
+    sync = OvsSync(f"unix:{server.path}", clock=clock)
+    sync.tick(clock.now)  # connects
+    peer = server.accept()
+    monitor = _read_json(peer)
+    assert monitor["method"] == "monitor" and set(monitor["params"][2]) >= {"Bridge", "sFlow"}
+    peer.sendall(json.dumps({"id": monitor["id"], "result": {}, "error": None}).encode())
+    _drive(sync)
+    assert sync.status()["connected"]
+
+    clock.now += PROBE_INTERVAL
+    sync.tick(clock.now)
+    assert _read_json(peer)["method"] == "echo"  # idle: are you there?
+    clock.now += PROBE_INTERVAL
+    sync.tick(clock.now)  # no answer
+    status = sync.status()
+    assert not status["connected"] and "no answer to echo" in status["last_error"]
+    sync.tick(clock.now)
+    with pytest.raises(socket.timeout):
+        server.listener.settimeout(0.2)
+        server.accept()  # backoff: not yet
+    clock.now += 1
+    sync.tick(clock.now)
+    assert server.accept()  # and again after it
+    sync.close(remove_rows=False)
