@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from hsagent.ovs.jsonrpc import Connection, ConnectionLost, Splitter
-from hsagent.ovs.sync import PROBE_INTERVAL, OvsSync
+from hsagent.ovs.sync import PROBE_INTERVAL, RETRY_AFTER_ERROR, OvsSync
+from hsagent.settings import Collector, Settings
 
 
 MESSAGES = [
@@ -161,4 +162,30 @@ def test_an_ovsdb_server_that_stops_answering_is_dropped_and_retried(tmp_path):
     clock.now += 1
     sync.tick(clock.now)
     assert server.accept()  # and again after it
+    sync.close(remove_rows=False)
+
+
+def test_a_refused_transaction_is_reported_and_tried_again_later(tmp_path):
+    server, clock = FakeServer(tmp_path / "db.sock"), FakeClock()
+    sync = OvsSync(f"unix:{server.path}", clock=clock)
+    sync.configure(Settings(collectors=(Collector("192.0.2.1"),)), "198.18.0.1")  # connects
+    peer = server.accept()
+    monitor = _read_json(peer)
+    tables = {"Open_vSwitch": {"r": {"new": {"bridges": ["uuid", "b"], "next_cfg": 1, "cur_cfg": 1}}},
+              "Bridge": {"b": {"new": {"name": "br0", "sflow": ["set", []], "ports": ["set", []]}}}}
+    peer.sendall(json.dumps({"id": monitor["id"], "result": tables, "error": None}).encode())
+    _drive(sync)
+    transact = _read_json(peer)
+    assert transact["method"] == "transact" and [op["op"] for op in transact["params"][1:]] == [
+        "comment", "wait", "insert", "update", "mutate", "select"]
+    peer.sendall(json.dumps({"id": transact["id"], "error": None, "result": [
+        {}, {}, {"error": "constraint violation", "details": "no"}]}).encode())
+    _drive(sync)
+    status = sync.status()
+    assert status["last_transaction"]["result"] == "constraint violation: no"
+    assert "br0: add sFlow" in status["last_error"]
+
+    clock.now += RETRY_AFTER_ERROR
+    sync.tick(clock.now)
+    assert _read_json(peer)["method"] == "transact"  # the same plan, again
     sync.close(remove_rows=False)
