@@ -73,6 +73,7 @@ class Analyser:
                  wall_clock=time.time):
         self.tables = {spec.name: FlowTable(spec) for spec in specs}
         self.speeds: dict[tuple[str, int], int] = {}  # (agent, ifIndex) -> bits per second
+        self.agents: dict[str, float] = {}  # agent address -> when its last datagram came
         self.monitors = [Monitor(th, self._table(th.flow), self.port_speed) for th in thresholds]
         self.metrics = Metrics()
         self._wall = wall_clock
@@ -102,6 +103,7 @@ class Analyser:
     def add_datagram(self, datagram, now: float) -> list[Event]:
         self.metrics.datagrams += 1
         agent = str(datagram.agent)
+        self.agents[agent] = now
         events: list[Event] = []
         for sample in datagram.samples:
             if type(sample) is FlowSample:
