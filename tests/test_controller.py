@@ -90,6 +90,7 @@ V6 = FiveTuple(ipaddress.ip_address("2001:db8::2"), ipaddress.ip_address("2001:d
 
 def test_rules_and_names():
     assert acl_rules(V4, 10, 5) == [
+        "[iptables]",
         "-t mangle -A FORWARD --in-interface swp+ -s 198.18.0.2 -d 198.18.1.2 -p udp "
         "--sport 40000 --dport 5001 -j SETQOS --set-dscp 10 --set-cos 5"]
     assert acl_rules(V6, 10, 5)[0] == "[ip6tables]"
@@ -100,7 +101,7 @@ def test_rules_and_names():
 def test_rules_read_back_whatever_the_spelling():
     for flow in (V4, V6):
         assert flow_of_rules(acl_rules(flow, 10, 5)) == flow
-    spelled = ["-t mangle -A FORWARD -i swp+ --source 198.18.0.2/32 --destination 198.18.1.2 "
+    spelled = ["[iptables]", "-t mangle -A FORWARD -i swp+ -m udp --source 198.18.0.2/32 --destination 198.18.1.2 "
                "--protocol 17 --source-port 40000 --destination-port 5001 -j DSCP --set-dscp 10"]
     assert flow_of_rules(spelled) == V4
     assert flow_of_rules(["-A FORWARD -s 198.18.0.2 -j DROP"]) is None

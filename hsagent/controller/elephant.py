@@ -8,7 +8,7 @@ on that switch:
     -t mangle -A FORWARD --in-interface swp+ -s SRC -d DST -p udp --sport SP --dport DP
         -j SETQOS --set-dscp 10 --set-cos 5
 
-(an IPv6 flow's rule goes under an `[ip6tables]` section line). Every `interval` seconds the
+(after an `[iptables]` section line, `[ip6tables]` for an IPv6 flow). Every `interval` seconds the
 controls whose flow has fallen below `hysteresis` x the threshold are removed. The ACL's name
 is a digest of the 5-tuple, so installing one twice is harmless and a restarted controller
 recognises what it put there before: a control it finds on a switch is adopted (and removed
@@ -74,7 +74,7 @@ def acl_rules(flow: FiveTuple, dscp: int, cos: int) -> list[str]:
     rule = (f"-t mangle -A FORWARD --in-interface swp+ -s {flow.src} -d {flow.dst} "
             f"-p {PROTOCOLS[flow.protocol]} --sport {flow.sport} --dport {flow.dport} "
             f"-j SETQOS --set-dscp {int(dscp)} --set-cos {int(cos)}")
-    return ["[ip6tables]", rule] if flow.src.version == 6 else [rule]
+    return ["[ip6tables]" if flow.src.version == 6 else "[iptables]", rule]
 
 
 RULE_OPTIONS = {"-s": "src", "--source": "src", "-d": "dst", "--destination": "dst",
