@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -504,3 +506,35 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
             if process.poll() is None:
                 process.kill()
     assert process.returncode == 0, process.stderr.read()
+
+
+# --- the systemd unit ------------------------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parent.parent / "init" / "hsagent-controller.service"
+
+
+@pytest.fixture
+def unit_for_this_machine(tmp_path):
+    """The unit with ExecStart running this tree's controller (verify checks the binary) and
+    the credential taken from a file that exists here."""
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    text = UNIT.read_text()
+    assert "ExecStart=/usr/bin/hsagent-controller " in text
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKEN)
+    copy = tmp_path / "hsagent-controller.service"
+    copy.write_text(text.replace("/usr/bin/hsagent-controller", f"{sys.executable} -m hsagent.controller")
+                    .replace("/etc/hsagent-acld/tokens", str(tokens)))
+    return copy
+
+
+def test_systemd_unit_verifies_and_is_sandboxed(unit_for_this_machine):
+    done = subprocess.run(["systemd-analyze", "verify", str(unit_for_this_machine)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "hsagent-controller.service" not in done.stderr, done.stderr
+    # exposure 0.0 (locked down) .. 10.0 (root, no sandbox)
+    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20",
+                           "--no-pager", str(unit_for_this_machine)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -26,7 +26,9 @@ SITE_PACKAGE = Path("/usr/lib/python3/dist-packages/hsagent")
 # What the package owns on disk, and must take away again on purge.
 INSTALLED = [SITE_PACKAGE, Path("/usr/bin/hsagent"), Path("/etc/hsagent.conf"),
              Path("/etc/default/hsagent"), Path("/etc/init.d/hsagent"),
-             Path("/lib/systemd/system/hsagent.service"), Path("/etc/hsagent.auto")]
+             Path("/lib/systemd/system/hsagent.service"), Path("/etc/hsagent.auto"),
+             Path("/usr/bin/hsagent-controller"), Path("/etc/hsagent-controller.conf"),
+             Path("/lib/systemd/system/hsagent-controller.service")]
 # Only the system's own tools: nothing from the pyenv that runs pytest.
 SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
               "LANG": "C.UTF-8"}
@@ -104,7 +106,8 @@ def test_archive_contents(deb):
     with tempfile.TemporaryDirectory() as control:
         run("dpkg-deb", "--control", str(deb), control)
         assert Path(control, "conffiles").read_text().split() == [
-            "/etc/hsagent.conf", "/etc/default/hsagent", "/etc/init.d/hsagent"]
+            "/etc/hsagent.conf", "/etc/default/hsagent", "/etc/init.d/hsagent",
+            "/etc/hsagent-controller.conf"]
     listing = run("dpkg-deb", "--contents", str(deb)).stdout.splitlines()
     assert all(" root/root " in line for line in listing), "files must belong to root"
     names = {line.split()[-1].lstrip(".") for line in listing}
@@ -146,6 +149,12 @@ def test_runs_on_debian_python(installed):
                 " pyroute2.__file__)").stdout.split()
     assert where[0] == str(SITE_PACKAGE / "__init__.py")
     assert all(p.startswith("/usr/lib/python3/dist-packages/") for p in where[1:]), where
+
+
+def test_controller_is_installed_not_enabled(installed):
+    assert run("/usr/bin/hsagent-controller", "--help").stdout.startswith("usage: hsagent-controller")
+    assert Path("/lib/systemd/system/hsagent-controller.service").exists()
+    assert not Path("/etc/systemd/system/multi-user.target.wants/hsagent-controller.service").exists()
 
 
 def test_every_module_imports_with_debian_libraries(installed):

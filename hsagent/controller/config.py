@@ -124,8 +124,8 @@ class Options:
     cos: int = 5
     max_controls: int = 100
     max_flows: int = 100_000
-    acl_url: str = "http://{agent}:8080"
-    acl_token_file: str | None = None
+    acl_url: str = "http://{agent}:8081"  # hsagent-acld's port
+    acl_token_file: str | None = "/etc/hsagent-acld/tokens"  # the file hsagent-acld reads
     acl_ca_file: str | None = None
     acl_timeout: float = 5.0
     api_listen: Endpoint = Endpoint("127.0.0.1", 8008)
