@@ -15,8 +15,7 @@ from hsagent.analyser.engine import Analyser
 from hsagent.analyser.flows import FlowSpec, FlowTable
 from hsagent.analyser.packets import Packet, field_text, packet_of, parse_header
 from hsagent.analyser.thresholds import Monitor, Threshold
-from hsagent.sflow.datagram import (CountersSample, Datagram, FlowSample, Interface,
-                                    decode_datagram, encode_datagram)
+from hsagent.sflow.datagram import CountersSample, Datagram, FlowSample, Interface, encode_datagram
 from hsagent.sflow.headers import decode_header
 from hsagent.sflow.pcap import read_udp
 from hsagent.sflow.records import (HEADER_PROTOCOL_ETHERNET, HEADER_PROTOCOL_IPV4,

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from hsagent.analyser.flows import FlowTable
+from hsagent.analyser.listener import Listener, open_udp
 from hsagent.analyser.thresholds import Event, Monitor, Threshold
 from hsagent.controller.aclclient import (AclError, AclMetrics, AclService, SwitchLink,
                                           open_session, service_url)
@@ -435,40 +436,63 @@ def token_file(tmp_path):
     return path
 
 
-def test_process_marks_an_elephant_and_shows_it(acld, token_file):
-    """sFlow in over UDP (as from an agent at 127.0.0.1, its ACL service the fake one): the
-    ACL is PUT, the API shows flow, event, control and metrics, and SIGTERM stops it."""
-    sflow_port, api_port = free_port(socket.SOCK_DGRAM), free_port()
-    acl_port = acld.port
-    process = subprocess.Popen(CONTROLLER + [
-        "--sflow-listen", f"127.0.0.1:{sflow_port}", "--threshold", "10M", "--smoothing", "1",
-        "--interval", "1", "--acl-url", f"http://{{agent}}:{acl_port}", "--acl-token-file",
-        str(token_file), "--api-listen", f"127.0.0.1:{api_port}"],
-        stderr=subprocess.PIPE, text=True)
-    try:
+class ControllerProcess:
+    """`python3 -m hsagent.controller` on loopback ports, its ACL services the fake one."""
+
+    def __init__(self, acld, token_file, *extra):
+        self.sflow_port, self.api_port = free_port(socket.SOCK_DGRAM), free_port()
+        self.process = subprocess.Popen(CONTROLLER + [
+            "--sflow-listen", f"127.0.0.1:{self.sflow_port}", "--threshold", "10M", "--smoothing", "1",
+            "--interval", "1", "--acl-url", f"http://{{agent}}:{acld.port}", "--acl-token-file",
+            str(token_file), "--api-listen", f"127.0.0.1:{self.api_port}", *extra],
+            stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
         while True:
             try:
-                api_get(api_port, "/metrics")
-                break
+                self.get("/metrics")
+                return
             except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline and process.poll() is None
+                assert time.monotonic() < deadline and self.process.poll() is None
                 time.sleep(0.1)
+
+    def get(self, path, token=TOKEN):
+        return api_get(self.api_port, path, token)
+
+    def send(self, datagram: bytes):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(datagram, ("127.0.0.1", self.sflow_port))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_process_marks_an_elephant_and_shows_it(acld, token_file):
+    """sFlow in over UDP (as from an agent at 127.0.0.1, its ACL service the fake one): the
+    ACL is PUT, the API shows flow, event, control and metrics, and SIGTERM stops it."""
+    controller = ControllerProcess(acld, token_file)
+    api_port = controller.api_port
+    try:
         frame = ethernet(ipv4("198.18.0.2", "198.18.1.2", 17, udp(40000, 5001, bytes(958))), 0x0800)
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sequence = 1
         # 40 Mbit/s sampled 1-in-50: 100 samples a second, sent 10 per datagram for 1.5 s
-        for _ in range(15):
-            sender.sendto(elephant_datagrams("127.0.0.1", sequence, frame, 10), ("127.0.0.1", sflow_port))
-            sequence += 10
+        for sequence in range(1, 151, 10):
+            controller.send(elephant_datagrams("127.0.0.1", sequence, frame, 10))
             time.sleep(0.1)
-        sender.sendto(b"not sflow", ("127.0.0.1", sflow_port))
-        sender.close()
+        controller.send(b"not sflow")
         name = acl_name(V4)
-        deadline = time.monotonic() + 10
-        while name not in acld.acls:
-            assert time.monotonic() < deadline, f"no ACL; requests: {acld.requests}"
-            time.sleep(0.05)
+        wait_until(lambda: name in acld.acls, what=f"the ACL; requests: {acld.requests}")
         assert acld.acls[name] == acl_rules(V4, 10, 5)
 
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -480,6 +504,8 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
         metrics = api_get(api_port, "/metrics")
         assert metrics["datagrams"] == 15 and metrics["flow_samples"] == 150
         assert metrics["decode_errors"] == 1 and metrics["events"] == 1
+        assert metrics["flows"] == 1
+        wait_until(lambda: controller.get("/metrics")["samples_per_second"] > 0, what="a rate")
         assert metrics["acl_calls"] >= 2 and metrics["acl_failures"] == 0  # the listing and the PUT
         ports = api_get(api_port, "/flows?n=5")["ports"]
         [flow] = ports[0]["flows"]
@@ -494,18 +520,29 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
         assert api_get(api_port, "/thresholds")["thresholds"][0]["bps"] == 10e6
 
         # quiet now: the control goes within a few seconds (below 5 Mbit/s after ~2 s)
-        deadline = time.monotonic() + 10
-        while name in acld.acls:
-            assert time.monotonic() < deadline, "the control stayed"
-            time.sleep(0.1)
+        wait_until(lambda: name not in acld.acls, what="the control to go")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    assert process.returncode == 0, process.stderr.read()
+        code = controller.stop()
+    assert code == 0, controller.process.stderr.read()
+
+
+def test_a_restart_adopts_its_own_leftovers_and_deletes_impostors(acld, token_file):
+    """ACLs an earlier run left: ours is adopted (then removed, its flow being quiet), one with
+    our prefix but a foreign rule is deleted, another service's is left alone."""
+    impostor = PREFIX + "0000000000000000"
+    acld.acls = {acl_name(V4): acl_rules(V4, 10, 5), impostor: ["[iptables]", "-A FORWARD -j DROP"],
+                 "someone-else": ["[iptables]", "-A FORWARD -j ACCEPT"]}
+    controller = ControllerProcess(acld, token_file)
+    try:
+        frame = ethernet(ipv4("198.18.0.7", "198.18.1.2", 17, udp(999, 53, bytes(100))), 0x0800)
+        controller.send(elephant_datagrams("127.0.0.1", 1, frame, 1))  # a mouse: "here I am"
+        wait_until(lambda: impostor not in acld.acls, what="the impostor to go")
+        wait_until(lambda: acl_name(V4) not in acld.acls, what="the adopted control to go")
+        assert sorted(acld.acls) == ["someone-else"]
+        assert ("GET", f"/acl/{acl_name(V4)}") in acld.requests
+        assert controller.get("/metrics")["events"] == 0
+    finally:
+        assert controller.stop() == 0, controller.process.stderr.read()
 
 
 # --- the systemd unit ------------------------------------------------------------------------
@@ -538,3 +575,64 @@ def test_systemd_unit_verifies_and_is_sandboxed(unit_for_this_machine):
                            "--no-pager", str(unit_for_this_machine)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the sFlow socket ------------------------------------------------------------------------
+
+def test_one_socket_takes_ipv4_and_ipv6():
+    got = []
+    sock = open_udp("", 0)
+    listener = Listener(sock, got.append)
+    try:
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_DGRAM) as sender:
+                sender.sendto(host.encode(), (host, listener.port))
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            listener._read()
+            time.sleep(0.01)
+    finally:
+        sock.close()
+    assert sorted(got) == [b"127.0.0.1", b"::1"]
+
+
+def test_reuse_port_keeps_each_agent_on_one_process():
+    """Two sockets share the port; each of 16 agents (source addresses and ports) always lands
+    on the same one, and both get some."""
+    first = open_udp("127.0.0.1", 0, reuse_port=True)
+    port = first.getsockname()[1]
+    second = open_udp("127.0.0.1", port, reuse_port=True)
+    got = {0: [], 1: []}
+    listeners = [Listener(first, got[0].append), Listener(second, got[1].append)]
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+    try:
+        for round_ in range(5):
+            for number, sender in enumerate(senders):
+                sender.sendto(b"%d" % number, ("127.0.0.1", port))
+        deadline = time.monotonic() + 5
+        while sum(map(len, got.values())) < 80 and time.monotonic() < deadline:
+            for listener in listeners:
+                listener._read()
+            time.sleep(0.01)
+    finally:
+        for s in senders + [first, second]:
+            s.close()
+    assert sum(map(len, got.values())) == 80
+    assert got[0] and got[1]
+    assert not set(got[0]) & set(got[1]), "an agent's datagrams went to both"
+
+
+# --- against the real hsagent-acld's rule parser ----------------------------------------------
+
+def test_hsagent_acld_accepts_the_rules_and_they_read_back():
+    rules = pytest.importorskip("hsagent.acld.rules")
+    for flow in (V4, V6):
+        acl = rules.parse_acl(acl_name(flow), acl_rules(flow, 10, 5))
+        assert flow_of_rules(acl.lines()) == flow  # what GET /acl/<name> shows
+
+
+def test_the_example_config_loads():
+    example = Path(__file__).resolve().parent.parent / "etc" / "hsagent-controller.conf"
+    options, _ = load(["-c", str(example)])
+    assert options.threshold.fraction == pytest.approx(0.1) and options.interval == 5
+    assert options.acl_url == "http://{agent}:8081"

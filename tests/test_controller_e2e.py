@@ -8,6 +8,7 @@ Timeline (seconds from the sender's start): mice 0-15, the elephant 1-9.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -18,8 +19,6 @@ import time
 import pytest
 
 from hsagent.controller.elephant import FiveTuple, acl_name
-
-import ipaddress
 
 pytestmark = pytest.mark.slow
 
