@@ -314,6 +314,16 @@ def test_port_speed_is_learnt_from_counter_samples():
     assert analyser.metrics.events == 1
 
 
+def test_only_accepted_agents_are_analysed():
+    accepted = ipaddress.ip_network("198.18.0.0/24")
+    analyser = Analyser([FlowSpec("f", FIVE_TUPLE)], accept_agent=lambda a: a in accepted)
+    analyser.receive(datagram([flow_sample(1, udp_frame(1), 1)], agent="198.18.0.1"), 0.0)
+    analyser.receive(datagram([flow_sample(1, udp_frame(1), 1)], agent="198.19.0.1"), 0.0)
+    analyser.receive(datagram([flow_sample(1, udp_frame(1), 1)], agent="2001:db8::1"), 0.0)
+    assert list(analyser.agents) == ["198.18.0.1"] and len(analyser.tables["f"]) == 1
+    assert (analyser.metrics.datagrams, analyser.metrics.refused_datagrams) == (1, 2)
+
+
 def test_bad_datagrams_and_truncated_headers_are_counted():
     analyser = Analyser([FlowSpec("f", FIVE_TUPLE)])
     good = datagram([flow_sample(1, udp_frame(1)[:30], 1)])  # cut inside the IP header

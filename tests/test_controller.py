@@ -59,7 +59,9 @@ def test_command_line_over_file(tmp_path):
     conf = tmp_path / "c.conf"
     conf.write_text("# example\nthreshold = 20M\nsmoothing = 2   # seconds\n"
                     "acl-url = https://{agent}:8443\n")
-    options, _ = load(["-c", str(conf), "--threshold", "5%", "--interval", "1"])
+    options, _ = load(["-c", str(conf), "--threshold", "5%", "--interval", "1",
+                       "--agents", "10.0.0.0/8, 2001:db8::/32,192.0.2.1"])
+    assert [str(n) for n in options.agents] == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32"]
     assert options.threshold.fraction == pytest.approx(0.05)
     assert (options.smoothing, options.interval, options.acl_url) == (2.0, 1.0, "https://{agent}:8443")
     assert options.sflow_listen == Endpoint("", 6343)
@@ -71,6 +73,7 @@ def test_command_line_over_file(tmp_path):
     ("dscp = 64\n", ":1: dscp: 64 is not in 0-63"),
     ("acl-url = http://{host}:8080\n", ":1: acl-url:"),
     ("interval\n", ":1: expected 'name = value'"),
+    ("agents = 10.0.0.1/8\n", ":1: agents: 10.0.0.1/8 has host bits set"),
 ])
 def test_config_errors_name_file_and_line(tmp_path, text, problem):
     conf = tmp_path / "c.conf"

@@ -3,9 +3,9 @@
 Scaling a sample: each flow sample stands for `sampling_rate` packets, and for a share of the
 samples that were lost. Lost samples are counted per data source from what every agent sends
 the same way: a gap in the sample sequence numbers (lost on the way) and a rise in `drops`
-(samples the agent could not send). `sample_pool` is not used for this: agents that sample in
-hardware count every packet in it, while agents that sample in the kernel (hsflowd, hsagent)
-add the rate per sample they received, so its meaning differs between agents. The loss is
+(samples the agent could not send). `sample_pool` is not used for this: most agents count
+every packet in it, but those that only hear of the packets sampled (hsflowd's and hsagent's
+nflog and psample samplers) add the rate per sample delivered, so its meaning differs. The loss is
 spread over all of a source's flows (taken / received, over roughly its last 1,000 samples)
 rather than charged to the one flow whose sample came next.
 """
@@ -13,7 +13,7 @@ rather than charged to the one flow whose sample came next.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..sflow.datagram import DS_IFINDEX, IF_FORMAT_IFINDEX, CountersSample, FlowSample, decode_datagram
 from ..sflow.records import IfCounters
@@ -31,6 +31,7 @@ class Metrics:
 
     def __init__(self):
         self.datagrams = 0
+        self.refused_datagrams = 0  # from agents not accepted
         self.decode_errors = 0
         self.flow_samples = 0
         self.counter_samples = 0
@@ -70,13 +71,14 @@ class Analyser:
     """Flow definitions and thresholds applied to the datagrams of every agent."""
 
     def __init__(self, specs: Iterable[FlowSpec], thresholds: Iterable[Threshold] = (),
-                 wall_clock=time.time):
+                 wall_clock=time.time, accept_agent: Callable[[object], bool] | None = None):
         self.tables = {spec.name: FlowTable(spec) for spec in specs}
         self.speeds: dict[tuple[str, int], int] = {}  # (agent, ifIndex) -> bits per second
         self.agents: dict[str, float] = {}  # agent address -> when its last datagram came
         self.monitors = [Monitor(th, self._table(th.flow), self.port_speed) for th in thresholds]
         self.metrics = Metrics()
         self._wall = wall_clock
+        self._accept_agent = accept_agent  # None: every agent
         self._sources: dict[tuple, _Source] = {}
         self._specs = [(table, table.spec.key_getter(), table.spec.filter,
                         table.spec.value == "bytes",
@@ -101,6 +103,9 @@ class Analyser:
         return self.add_datagram(datagram, now)
 
     def add_datagram(self, datagram, now: float) -> list[Event]:
+        if self._accept_agent is not None and not self._accept_agent(datagram.agent):
+            self.metrics.refused_datagrams += 1
+            return []
         self.metrics.datagrams += 1
         agent = str(datagram.agent)
         self.agents[agent] = now

@@ -94,6 +94,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def networks(text: str) -> tuple:
+    """Comma-separated prefixes (10.0.0.0/8, 2001:db8::/32); a bare address is one host."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise ValueError(str(err)) from None
+
+
 def url_template(text: str) -> str:
     if not re.fullmatch(r"https?://\S+", text) or text.count("{") != text.count("{agent}"):
         raise ValueError(f"{text!r} is not an http(s) URL (it may hold {{agent}})")
@@ -116,6 +124,7 @@ def path(text: str) -> str:
 class Options:
     sflow_listen: Endpoint = Endpoint("", 6343)
     reuse_port: bool = False
+    agents: tuple = ()  # networks sFlow is taken from; () = every agent
     threshold: Threshold = Threshold(fraction=0.1)
     smoothing: float = 1.0
     interval: float = 5.0
@@ -138,6 +147,7 @@ class Options:
 HELP = {
     "sflow_listen": ("ADDR:PORT", endpoint, "where sFlow arrives ([::]:6343: IPv4 and IPv6)"),
     "reuse_port": (None, boolean, "share the sFlow port with other processes (SO_REUSEPORT)"),
+    "agents": ("PREFIXES", networks, "take sFlow only from agents in these networks (comma-separated)"),
     "threshold": ("10M|10%", threshold, "elephant: bits per second, or a share of the port speed"),
     "smoothing": ("SECONDS", positive, "time constant t of the rate's moving average"),
     "interval": ("SECONDS", positive, "how often controls of quiet flows are checked for removal"),

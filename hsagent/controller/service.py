@@ -46,13 +46,21 @@ def threshold_of(options: Options) -> Threshold:
                      fraction=th.fraction, timeout=options.interval)
 
 
+def agent_filter(networks: tuple):
+    """Only these agents may make the controller talk to an address: the ACL service's URL
+    is built from the agent address inside the datagram."""
+    if not networks:
+        return None
+    return lambda address: any(address in network for network in networks)
+
+
 class Controller:
     def __init__(self, options: Options, clock=time.monotonic):
         self.options = options
         self.clock = clock
         self.started = time.time()
         self.analyser = Analyser([flow_spec(options.smoothing, options.max_flows)],
-                                 [threshold_of(options)])
+                                 [threshold_of(options)], accept_agent=agent_filter(options.agents))
         self.table = self.analyser.tables[FLOW]
         self.monitor = self.analyser.monitors[0]
         self.app = ElephantApp(self.table, self.monitor, self.link, dscp=options.dscp,
