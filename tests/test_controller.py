@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -120,12 +121,12 @@ class FakeAcld:
     """acl_server's API on 127.0.0.1 in a thread of its own: ACLs in a dict, every request logged.
     `fail_next` answers that many requests 503 first."""
 
-    def __init__(self, token=TOKEN, delay=0.0):
+    def __init__(self, token=TOKEN, delay=0.0, ssl_context=None):
         self.acls: dict[str, list[str]] = {}
         self.requests: list[tuple] = []
         self.fail_next = 0
         self.connections: set = set()
-        self._token, self._delay = token, delay
+        self._token, self._delay, self._ssl = token, delay, ssl_context
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -139,10 +140,10 @@ class FakeAcld:
                         web.put("/acl/{name}", self._put), web.delete("/acl/{name}", self._delete)])
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
         self._ready.set()
         self._loop.run_forever()
 
@@ -258,6 +259,40 @@ def test_wrong_token_is_a_final_error(acld):
 
 def run_async(coroutine):
     return asyncio.run(coroutine)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (its own CA): (cert file, key file)."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_https_with_the_configured_ca(certificate):
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = FakeAcld(ssl_context=context)
+
+    async def put(ca_file):
+        async with open_session(TOKEN, ca_file, 5.0) as session:
+            await AclService(session, server.url, AclMetrics()).put("a", ["x"])
+
+    try:
+        assert server.url.startswith("https://")
+        run_async(put(cert))
+        assert server.acls == {"a": ["x"]}
+        with pytest.raises(AclError, match="certificate"):
+            run_async(put(None))  # the system's CAs do not know it
+    finally:
+        server.close()
 
 
 def test_link_retries_and_keeps_the_latest_wish(acld):
@@ -416,11 +451,12 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def api_get(port, path, token=TOKEN):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+def api_get(port, path, token=TOKEN, context=None):
+    scheme = "https" if context else "http"
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
         return json.load(response)
 
 
@@ -442,7 +478,8 @@ def token_file(tmp_path):
 class ControllerProcess:
     """`python3 -m hsagent.controller` on loopback ports, its ACL services the fake one."""
 
-    def __init__(self, acld, token_file, *extra):
+    def __init__(self, acld, token_file, *extra, context=None):
+        self.context = context  # TLS: how to check the API's certificate
         self.sflow_port, self.api_port = free_port(socket.SOCK_DGRAM), free_port()
         self.process = subprocess.Popen(CONTROLLER + [
             "--sflow-listen", f"127.0.0.1:{self.sflow_port}", "--threshold", "10M", "--smoothing", "1",
@@ -459,7 +496,7 @@ class ControllerProcess:
                 time.sleep(0.1)
 
     def get(self, path, token=TOKEN):
-        return api_get(self.api_port, path, token)
+        return api_get(self.api_port, path, token, self.context)
 
     def send(self, datagram: bytes):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -527,6 +564,18 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
     finally:
         code = controller.stop()
     assert code == 0, controller.process.stderr.read()
+
+
+def test_api_over_tls(acld, token_file, certificate):
+    cert, key = certificate
+    controller = ControllerProcess(acld, token_file, "--api-cert", cert, "--api-key", key,
+                                   context=ssl.create_default_context(cafile=cert))
+    try:
+        assert controller.get("/controls") == {"controls": [], "switches": []}
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            api_get(controller.api_port, "/controls")  # plain HTTP is not answered
+    finally:
+        assert controller.stop() == 0
 
 
 def test_a_restart_adopts_its_own_leftovers_and_deletes_impostors(acld, token_file):
