@@ -126,7 +126,7 @@ class Api:
             raise refusal(name, err) from None
         current = self.committer.desired.get(name)
         preconditions(request, current)
-        change = self._submit({name: acl})
+        change = self._submit(request, {name: acl})
         return await self._answer(request, change, 201 if current is None else 200,
                                   acl.lines(), {"ETag": etag(acl)})
 
@@ -136,12 +136,12 @@ class Api:
         preconditions(request, current)
         if current is None:
             return web.Response(status=204)  # acl_server: deleting what is not there is fine
-        return await self._answer(request, self._submit({name: None}), 204)
+        return await self._answer(request, self._submit(request, {name: None}), 204)
 
     async def delete_all(self, request: web.Request) -> web.Response:
         if not self.committer.desired:
             return web.Response(status=204)
-        change = self._submit({name: None for name in self.committer.desired})
+        change = self._submit(request, {name: None for name in self.committer.desired})
         return await self._answer(request, change, 204)
 
     async def last_error(self, request: web.Request) -> web.Response:
@@ -168,7 +168,7 @@ class Api:
                 acls[name] = None if lines is None else parse_acl(name, lines)
             except RuleError as err:
                 raise refusal(name, err) from None
-        change = self._submit(acls)
+        change = self._submit(request, acls)
         result = {name: acl.lines() if acl else None for name, acl in acls.items()}
         return await self._answer(request, change, 200, result)
 
@@ -209,14 +209,18 @@ class Api:
         except (ValueError, UnicodeDecodeError) as err:
             raise Refused(400, f"the body is not JSON: {err}") from None
 
-    def _submit(self, acls: dict[str, Acl | None]) -> Change:
+    def _submit(self, request: web.Request, acls: dict[str, Acl | None]) -> Change:
         try:
-            return self.committer.submit(acls)
+            change = self.committer.submit(acls)
         except CapacityError as err:
             raise Refused(507, f"too many rules: {err}", rules=err.rules,
                           max_rules=err.limit) from None
         except Closed:
             raise Refused(503, "shutting down", {"Retry-After": "5"}) from None
+        names = sorted(acls)
+        log.info("%s %s from %s: change %d of %s", request.method, request.path, request.remote,
+                 change.id, ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+        return change
 
     async def _answer(self, request: web.Request, change: Change, status: int, body=None,
                       headers: dict | None = None) -> web.Response:

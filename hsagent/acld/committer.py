@@ -154,7 +154,13 @@ class Committer:
             await asyncio.sleep(max(SETTLE, self._last_start + self.interval - loop.time()))
             batch, self._queue = self._queue, []
             self._last_start = loop.time()
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except Exception:  # noqa: BLE001 - a bug here must not leave requests hanging
+                log.exception("commit failed")
+                for change in batch:
+                    if not change.done.done():
+                        self._fail(change, InstallError("internal error (logged)"))
             if self._queue:
                 self._wake.set()
 

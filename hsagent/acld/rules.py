@@ -251,9 +251,7 @@ def check_characters(line: str, number: int) -> None:
 
 def parse_rule(text: str, family: int) -> Rule:
     """One rule line of a section of that family (4 or 6)."""
-    tokens = text.split(" ")
-    if "" in tokens:
-        tokens = [t for t in tokens if t]
+    tokens = text.split()  # control characters are refused already: only spaces separate
     values: dict = {"family": family, "table": "filter"}
     seen: set[str] = set()
     position = 0

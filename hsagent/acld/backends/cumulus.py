@@ -41,11 +41,11 @@ class CumulusBackend:
         wanted = {self.path(name): render(acl) for name, acl in acls.items()}
         if wanted == before:
             return  # the files are what cl-acltool last installed
-        self._write(wanted, before)
         try:
+            self._write(wanted, before)
             run([self.acltool, "-i"])
         except Exception:
-            self._write(before, wanted)
+            self._write(before, self._read_ours())  # as they were, even after a partial write
             raise
 
     def _read_ours(self) -> dict[str, bytes]:
