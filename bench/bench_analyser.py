@@ -102,7 +102,7 @@ def whole_process(items: list[bytes], rate: int, seconds: float) -> None:
     """Pace datagrams at `rate` samples/s into the controller for `seconds`."""
     sflow, api = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     with tempfile.NamedTemporaryFile("w", suffix=".tokens") as tokens:
-        tokens.write("bench\n")
+        tokens.write("bench-token-0123456789\n")
         tokens.flush()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen([sys.executable, "-m", "hsagent.controller", "--sflow-listen",
@@ -111,7 +111,7 @@ def whole_process(items: list[bytes], rate: int, seconds: float) -> None:
                                  "--acl-token-file", tokens.name], env=env, stderr=subprocess.DEVNULL)
         try:
             metrics = lambda: json.load(urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{api}/metrics", headers={"Authorization": "Bearer bench"}), timeout=5))
+                f"http://127.0.0.1:{api}/metrics", headers={"Authorization": "Bearer bench-token-0123456789"}), timeout=5))
             for _ in range(100):
                 try:
                     metrics()

@@ -35,7 +35,8 @@ from hsagent.sflow.records import HEADER_PROTOCOL_ETHERNET, SampledHeader
 from test_analyser import ethernet, ipv4, udp  # noqa: E402  (hand-built packets)
 
 CONTROLLER = [sys.executable, "-m", "hsagent.controller"]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-tests"
+READ_ONLY = "look-but-do-not-touch"
 
 
 # --- options ---------------------------------------------------------------------------------
@@ -470,7 +471,7 @@ def elephant_datagrams(agent, sequence, frame, count):
 @pytest.fixture
 def token_file(tmp_path):
     path = tmp_path / "tokens"
-    path.write_text(f"# tokens\n{TOKEN}\n")
+    path.write_text(f"# tokens, as hsagent-acld reads them\n{READ_ONLY} read-only\n{TOKEN}\n")
     path.chmod(0o600)
     return path
 
@@ -564,6 +565,24 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
     finally:
         code = controller.stop()
     assert code == 0, controller.process.stderr.read()
+
+
+def test_tokens_as_hsagent_acld_reads_them(acld, token_file, tmp_path):
+    """The ACL services get the first token that may write; the API takes read-only ones too;
+    a token file others may read is refused, as hsagent-acld refuses it."""
+    controller = ControllerProcess(acld, token_file)
+    try:
+        assert controller.get("/metrics", token=READ_ONLY)["acl_failures"] == 0
+        controller.send(elephant_datagrams("127.0.0.1", 1, ethernet(ipv4("198.18.0.7", "198.18.1.2", 17,
+                                                                          udp(9, 53)), 0x0800), 1))
+        wait_until(lambda: ("GET", "/acl/") in acld.requests, what="the listing at start")
+        assert controller.get("/metrics")["acl_failures"] == 0  # the fake service took TOKEN
+    finally:
+        assert controller.stop() == 0
+    token_file.chmod(0o644)
+    run = subprocess.run(CONTROLLER + ["--acl-token-file", str(token_file), "--api-listen", "127.0.0.1:0",
+                                       "--sflow-listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and "chmod 600" in run.stderr
 
 
 def test_api_over_tls(acld, token_file, certificate):

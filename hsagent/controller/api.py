@@ -7,20 +7,20 @@
     GET /metrics                        datagrams and samples per second, decode errors, events,
                                         ACL calls and failures, flows tracked
 
-Authentication as hsagent-acld has it: every request needs `Authorization: Bearer TOKEN` with a
-token from the token file (one a line; compared in constant time), 401 otherwise; only an
-explicit `api-no-auth` serves everyone, and says so in the log.
+Authentication is hsagent-acld's, with its token file format and checks (`hsagent.acld.auth`):
+every request needs `Authorization: Bearer TOKEN` with a token from the file (read-only tokens
+will do), 401 otherwise; only an explicit `api-no-auth` serves everyone, and says so in the log.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import ssl
 import time
 
 from aiohttp import web
 
+from ..acld.auth import Tokens
 from ..analyser.packets import field_text
 from ..analyser.thresholds import BITS_PER_BYTE
 from .elephant import KEYS
@@ -30,25 +30,14 @@ log = logging.getLogger(__name__)
 MAX_N = 1000
 
 
-def read_tokens(path: str) -> list[bytes]:
-    with open(path, encoding="utf-8") as f:
-        tokens = [line.strip().encode() for line in f if line.strip() and not line.startswith("#")]
-    if not tokens:
-        raise ValueError(f"{path}: no token in it")
-    return tokens
-
-
-def bearer_check(tokens: list[bytes] | None):
+def bearer_check(tokens: Tokens | None):
+    """hsagent-acld's rule: a token from the token file (read-only ones will do), else 401."""
     @web.middleware
     async def check(request: web.Request, handler):
         if tokens is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, token = given.partition(" ")
-            offered = token.strip().encode()
-            matches = [hmac.compare_digest(offered, t) for t in tokens]  # each compared in full
-            ok = scheme.lower() == "bearer" and any(matches)
-            if not ok:
-                error = ', error="invalid_token"' if given else ""
+            verdict = tokens.check(request.headers.get("Authorization"))
+            if verdict in ("missing", "invalid"):
+                error = ', error="invalid_token"' if verdict == "invalid" else ""
                 raise web.HTTPUnauthorized(
                     text='{"error": "a valid bearer token is needed"}', content_type="application/json",
                     headers={"WWW-Authenticate": f'Bearer realm="hsagent-controller"{error}'})
@@ -141,7 +130,7 @@ async def serve_api(controller, options) -> web.AppRunner:
         token_file = options.api_token_file or options.acl_token_file
         if token_file is None:
             raise ValueError("the API needs api-token-file (or acl-token-file), or api-no-auth")
-        tokens = read_tokens(token_file)
+        tokens = Tokens.load(token_file)
     api = Api(controller)
     app = web.Application(middlewares=[bearer_check(tokens)])
     app.add_routes([web.get("/flows", api.flows), web.get("/thresholds", api.thresholds),

@@ -23,11 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         handler = logging.FileHandler(args.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().handlers[:] = [handler]
+    from ..acld.auth import TokenFileError
     from .service import Controller  # aiohttp is imported only once the options are good
     try:
         controller = Controller(options)
         asyncio.run(controller.run())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TokenFileError) as err:
         log.error("cannot start: %s", err)
         return 1
     return 0

@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 
+from ..acld.auth import TokenFileError, Tokens, parse_tokens
 from ..analyser.engine import Analyser
 from ..analyser.listener import Listener, open_udp
 from ..analyser.thresholds import BITS_PER_BYTE, Threshold
@@ -29,14 +30,17 @@ RATE_WINDOW = 10  # seconds over which the API's per-second rates are averaged
 EVENTS_KEPT = 1000
 
 
-def read_token(path: str | None) -> str | None:
+def acl_token(path: str | None) -> str | None:
+    """The token to send: the first one of hsagent-acld's token file that may write."""
     if path is None:
         return None
+    Tokens.load(path)  # hsagent-acld's checks: a regular file, root's, mode 600, well formed
     with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    if not lines:
-        raise ValueError(f"{path}: no token in it")
-    return lines[0]
+        tokens = parse_tokens(f.read(), path)
+    writable = [token for token, may_write in tokens.items() if may_write]
+    if not writable:
+        raise TokenFileError(f"{path}: every token in it is read-only")
+    return writable[0]
 
 
 def threshold_of(options: Options) -> Threshold:
@@ -72,7 +76,7 @@ class Controller:
         self.agents: dict[str, float] = {}  # agent -> last datagram (monotonic)
         self._history: collections.deque = collections.deque(maxlen=RATE_WINDOW + 1)
         self._session = None
-        self._token = read_token(options.acl_token_file)
+        self._token = acl_token(options.acl_token_file)
 
     # --- the data path -------------------------------------------------------------------
 
