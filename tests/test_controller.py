@@ -436,6 +436,19 @@ def test_app_cap_per_switch_and_failed_installs():
     assert ("198.18.0.9", acl_name(V4)) not in app.controls
 
 
+def test_an_adopted_control_stays_while_its_flow_is_busy():
+    app, table, monitor, wishes = make_app()
+    assert app.adopt("198.18.0.1", acl_name(V4), acl_rules(V4, 10, 5))
+    control = app.controls[("198.18.0.1", acl_name(V4))]
+    key = key_of(V4, ifindex=7)
+    now = control.since + 2.0
+    table.add(key, 5e6, now)  # 5 MB in: 40 Mbit/s
+    app.check(now)
+    assert wishes.calls == [] and control.key == key  # found on port 7, kept
+    app.check(now + 10)
+    assert wishes.calls == [("198.18.0.1", acl_name(V4), None)]
+
+
 def test_app_adopts_only_its_own_rules():
     app, *_ = make_app()
     assert app.adopt("198.18.0.1", acl_name(V6), acl_rules(V6, 10, 5))

@@ -210,7 +210,9 @@ class ElephantApp:
     def _flow_rate(self, control: Control, rates: dict, now: float) -> tuple[tuple | None, float]:
         if control.key is not None:
             return control.key, self.table.rate(control.key, now)
-        return rates.get((control.agent, control.flow.packed()), (None, 0.0))
+        key, rate = rates.get((control.agent, control.flow.packed()), (None, 0.0))
+        control.key = key  # adopted, and its flow found: look it up directly from now on
+        return key, rate
 
     def _rates_by_flow(self, agents: set, now: float) -> dict:
         """(agent, fields) -> (key, rate) of its busiest port, for controls adopted at start."""

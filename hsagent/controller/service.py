@@ -73,7 +73,6 @@ class Controller:
         self.events: collections.deque = collections.deque(maxlen=EVENTS_KEPT)
         self.acl_metrics = AclMetrics()
         self.links: dict[str, SwitchLink] = {}
-        self.agents: dict[str, float] = {}  # agent -> last datagram (monotonic)
         self._history: collections.deque = collections.deque(maxlen=RATE_WINDOW + 1)
         self._session = None
         self._token = acl_token(options.acl_token_file)
@@ -128,7 +127,7 @@ class Controller:
 
     # --- running -------------------------------------------------------------------------
 
-    async def run(self, ready=None) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         o = self.options
         listener = Listener(open_udp(o.sflow_listen.host, o.sflow_listen.port, o.reuse_port),
@@ -142,8 +141,6 @@ class Controller:
                   loop.create_task(self._every(o.interval, self.app.check))]
         log.info("listening for sFlow on %s (udp port %d), API on %s; elephants above %s",
                  o.sflow_listen, listener.port, o.api_listen, o.threshold)
-        if ready is not None:
-            ready(listener.port)
         try:
             await stop.wait()
         finally:
