@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings, strategies as st
 
 from hsagent.analyser.flows import FlowTable
 from hsagent.analyser.listener import Listener, open_udp
@@ -659,6 +660,18 @@ def test_systemd_unit_verifies_and_is_sandboxed(unit_for_this_machine):
                            "--no-pager", str(unit_for_this_machine)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.tuples(st.ip_addresses(v=4), st.ip_addresses(v=4)),
+                 st.tuples(st.ip_addresses(v=6), st.ip_addresses(v=6))),
+       st.sampled_from([6, 17]), st.integers(0, 65535), st.integers(0, 65535),
+       st.integers(0, 63), st.integers(0, 7))
+def test_any_flow_makes_a_rule_hsagent_acld_takes_and_reads_back(addresses, protocol, sport, dport, dscp, cos):
+    rules_module = pytest.importorskip("hsagent.acld.rules")
+    flow = FiveTuple(*addresses, protocol, sport, dport)
+    acl = rules_module.parse_acl(acl_name(flow), acl_rules(flow, dscp, cos))
+    assert flow_of_rules(acl.lines()) == flow
 
 
 # --- the sFlow socket ------------------------------------------------------------------------

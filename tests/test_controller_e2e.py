@@ -3,7 +3,8 @@ sampling the client-side port 1-in-50, a real hsagent-acld (netfilter backend) a
 controller. One paced 40 Mbit/s UDP elephant and 20 mice at 0.5 Mbit/s; the server reads each
 packet's DSCP with IP_RECVTOS. Every process and namespace is gone afterwards.
 
-Timeline (seconds from the sender's start): mice 0-15, the elephant 1-9.
+Timeline (seconds from the sender's start): mice 0-15, the elephant 1-9. A shorter IPv6 run
+(elephant 1-5, 5 mice 0-6) takes the `[ip6tables]` path and reads the traffic class.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from hsagent.controller.elephant import FiveTuple, acl_name
 pytestmark = pytest.mark.slow
 
 CLIENT, SWITCH_C, SWITCH_S, SERVER = "198.18.0.2", "198.18.0.1", "198.18.1.1", "198.18.1.2"
+# IPv6: 2001:2::/48, the benchmarking prefix (RFC 5180), IPv4's 198.18.0.0/15
+CLIENT6, SWITCH_C6, SWITCH_S6, SERVER6 = "2001:2::2", "2001:2::1", "2001:2:0:1::1", "2001:2:0:1::2"
 ACLD_PORT, SFLOW_PORT, API_PORT, SERVER_PORT = 8080, 6343, 8008, 5001
 ELEPHANT_PORT, MICE_PORTS = 40000, range(41000, 41020)
 PACKET = 1000  # bytes of IP packet: 40 Mbit/s = 5,000 a second; 0.5 Mbit/s = 62.5
@@ -32,24 +35,25 @@ DSCP = 10
 SENDER = r"""
 import json, socket, sys, time
 server, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-PAYLOAD = bytes(1000 - 28)
-E_PPS, E_START, E_SECONDS = 5000, 1.0, 8.0
-M_PPS, M_SECONDS = 62.5, 15.0
+E_SECONDS, MICE, M_SECONDS = float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+FAMILY = socket.AF_INET6 if ":" in server else socket.AF_INET
+PAYLOAD = bytes(1000 - (48 if FAMILY == socket.AF_INET6 else 28))  # 1000-byte IP packets
+E_PPS, E_START, M_PPS = 5000, 1.0, 62.5  # 40 Mbit/s and 0.5 Mbit/s
 e_total, m_total = int(E_PPS * E_SECONDS), int(M_PPS * M_SECONDS)
 
 def sock(sport):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(FAMILY, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    s.bind(("0.0.0.0", sport))
+    s.bind(("::" if FAMILY == socket.AF_INET6 else "0.0.0.0", sport))
     s.connect((server, port))
     return s
 
 elephant = sock(40000)
-mice = [sock(41000 + i) for i in range(20)]
-e_sent, m_sent, errors = 0, [0] * 20, 0
+mice = [sock(41000 + i) for i in range(MICE)]
+e_sent, m_sent, errors = 0, [0] * MICE, 0
 first = last = None
 t0 = time.monotonic()
-hard_stop = t0 + E_START + E_SECONDS + 10  # bounded in time as well as in count
+hard_stop = t0 + E_START + max(E_SECONDS, M_SECONDS) + 10  # bounded in time as well as count
 while time.monotonic() < hard_stop and (e_sent < e_total or min(m_sent) < m_total):
     now = time.monotonic() - t0
     due = min(e_total, int((now - E_START) * E_PPS)) if now >= E_START else 0
@@ -74,16 +78,22 @@ json.dump({"t0": t0, "first": first, "last": last, "elephant": e_sent, "mice": m
 
 RECEIVER = r"""
 import json, signal, socket, sys, time
-port, out = int(sys.argv[1]), sys.argv[2]
+port, out, family = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if family == "6":  # the traffic class arrives as an int
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+    wanted, bind = (socket.IPPROTO_IPV6, socket.IPV6_TCLASS), "::"
+else:  # the TOS byte
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    wanted, bind = (socket.IPPROTO_IP, socket.IP_TOS), "0.0.0.0"
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
-s.bind(("0.0.0.0", port))
+s.bind((bind, port))
 s.settimeout(0.2)
 print("ready", flush=True)
-got = []  # (source port, arrival, TOS)
+got = []  # (source port, arrival, TOS or traffic class)
 deadline = time.monotonic() + 90
 while not stop and time.monotonic() < deadline:
     try:
@@ -92,8 +102,8 @@ while not stop and time.monotonic() < deadline:
         continue
     tos = None
     for level, kind, value in ancillary:
-        if level == socket.IPPROTO_IP and kind == socket.IP_TOS:
-            tos = value[0]
+        if (level, kind) == wanted:
+            tos = value[0] if len(value) == 1 else int.from_bytes(value[:4], sys.byteorder)
     got.append((source[1], time.monotonic(), tos))
 json.dump(got, open(out, "w"))
 """
@@ -102,7 +112,7 @@ json.dump(got, open(out, "w"))
 # records the ACL names hsagent-acld lists and the packet counter of the elephant's DSCP rule.
 WATCHER = r"""
 import json, re, signal, subprocess, sys, time, urllib.request
-acld, api, token, sport, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+acld, api, token, sport, out, save = sys.argv[1:7]
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 
@@ -129,7 +139,7 @@ deadline = time.monotonic() + 90
 while not stop and time.monotonic() < deadline:
     now = time.monotonic()
     names.append((now, get(acld + "/acl/")))
-    saved = subprocess.run(["iptables-save", "-c", "-t", "mangle"], capture_output=True, text=True).stdout
+    saved = subprocess.run([save, "-c", "-t", "mangle"], capture_output=True, text=True).stdout
     packets = [int(m.group(1)) for m in map(rule.match, saved.splitlines()) if m]
     counters.append((now, packets[0] if packets else None))
     time.sleep(0.05)
@@ -138,24 +148,27 @@ json.dump({"names": names, "counters": counters, "metrics": get(api + "/metrics"
 """
 
 
-def veth(a, a_end, b, b_end, a_address, b_address):
+def veth(a, a_end, b, b_end, addresses):
     subprocess.run(["ip", "link", "add", a_end, "netns", a.name, "type", "veth", "peer", "name", b_end,
                     "netns", b.name], check=True)
-    for ns, end, address in ((a, a_end, a_address), (b, b_end, b_address)):
-        ns.run("ip", "addr", "add", f"{address}/24", "dev", end)
+    for ns, end, (v4, v6) in ((a, a_end, addresses[0]), (b, b_end, addresses[1])):
+        ns.run("ip", "addr", "add", f"{v4}/24", "dev", end)
+        ns.run("ip", "addr", "add", f"{v6}/64", "dev", end, "nodad")
         ns.run("ip", "link", "set", end, "up")
 
 
 @pytest.fixture
 def topology(netns):
     client, switch, server = netns("hse2e-c"), netns("hse2e-sw"), netns("hse2e-s")
-    for ns in (client, switch, server):
-        ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-    veth(client, "c0", switch, "swp1", CLIENT, SWITCH_C)
-    veth(switch, "swp2", server, "s0", SWITCH_S, SERVER)
-    switch.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for ns in (client, switch, server):  # no router solicitations and the like
+        ns.run("sysctl", "-qw", "net.ipv6.conf.default.accept_ra=0", "net.ipv6.conf.all.accept_ra=0")
+    veth(client, "c0", switch, "swp1", ((CLIENT, CLIENT6), (SWITCH_C, SWITCH_C6)))
+    veth(switch, "swp2", server, "s0", ((SWITCH_S, SWITCH_S6), (SERVER, SERVER6)))
+    switch.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
     client.run("ip", "route", "add", "default", "via", SWITCH_C)
+    client.run("ip", "-6", "route", "add", "default", "via", SWITCH_C6)
     server.run("ip", "route", "add", "default", "via", SWITCH_S)
+    server.run("ip", "-6", "route", "add", "default", "via", SWITCH_S6)
     return client, switch, server
 
 
@@ -194,7 +207,8 @@ def first(history, predicate, after=0.0):
     return next((t for t, value in history if t >= after and predicate(value)), None)
 
 
-def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_path):
+def run_scenario(topology, tmp_path, server_address, elephant_seconds, mice, mice_seconds):
+    """Start everything in the namespaces, send, stop everything; returns what each side saw."""
     client, switch, server = topology
     directory = str(tmp_path)
     tokens = tmp_path / "tokens"
@@ -204,9 +218,7 @@ def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_p
     conf.write_text("sflow {\n DNSSD = off\n user = root\n polling = 2\n sampling = 50\n"
                     " sampling.bps_ratio = 0\n" f" agentIP = {SWITCH_C}\n"
                     f" collector {{ ip = 127.0.0.1 udpport = {SFLOW_PORT} }}\n pcap {{ dev = swp1 }}\n}}\n")
-    elephant = FiveTuple(ipaddress.ip_address(CLIENT), ipaddress.ip_address(SERVER), 17,
-                         ELEPHANT_PORT, SERVER_PORT)
-    name = acl_name(elephant)
+    save = "ip6tables-save" if ":" in server_address else "iptables-save"
     procs = Processes(directory)
     try:
         procs.start("acld", switch, sys.executable, "-m", "hsagent.acld", "--listen",
@@ -220,23 +232,25 @@ def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_p
                     "--auto-file", os.path.join(directory, "auto"), "--runtime-dir", directory)
         watcher = procs.start("watcher", switch, sys.executable, "-c", WATCHER,
                               f"http://{SWITCH_C}:{ACLD_PORT}", f"http://127.0.0.1:{API_PORT}", TOKEN,
-                              str(ELEPHANT_PORT), os.path.join(directory, "watch.json"),
+                              str(ELEPHANT_PORT), os.path.join(directory, "watch.json"), save,
                               stdout=subprocess.PIPE, text=True)
         assert watcher.stdout.readline().strip() == "ready", procs.log("watcher")
         receiver = procs.start("receiver", server, sys.executable, "-c", RECEIVER, str(SERVER_PORT),
-                               os.path.join(directory, "received.json"), stdout=subprocess.PIPE, text=True)
+                               os.path.join(directory, "received.json"),
+                               "6" if ":" in server_address else "4", stdout=subprocess.PIPE, text=True)
         assert receiver.stdout.readline().strip() == "ready"
 
-        sender = procs.start("sender", client, sys.executable, "-c", SENDER, SERVER, str(SERVER_PORT),
-                             os.path.join(directory, "sent.json"))
+        sender = procs.start("sender", client, sys.executable, "-c", SENDER, server_address,
+                             str(SERVER_PORT), os.path.join(directory, "sent.json"),
+                             str(elephant_seconds), str(mice), str(mice_seconds))
         assert sender.wait(60) == 0, procs.log("sender")
         procs.running.pop("sender")
         with open(os.path.join(directory, "sent.json")) as f:
             sent = json.load(f)
         # the ACL should go within 8 s of the elephant's last packet: watch 9 s from then
         time.sleep(max(0.0, sent["last"] + 9.0 - time.monotonic()))
-        for name_ in ("watcher", "receiver"):
-            assert procs.stop(name_) == 0, procs.log(name_)
+        for name in ("watcher", "receiver"):
+            assert procs.stop(name) == 0, procs.log(name)
         for daemon in ("hsagent", "controller", "acld"):
             assert procs.stop(daemon) == 0, procs.log(daemon)
     finally:
@@ -244,24 +258,30 @@ def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_p
         leftovers = {ns.name: subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
                                              text=True).stdout.split() for ns in topology}
     assert not any(leftovers.values()), f"processes left in the namespaces: {leftovers}"
-
     with open(os.path.join(directory, "watch.json")) as f:
         watch = json.load(f)
     with open(os.path.join(directory, "received.json")) as f:
         received = json.load(f)
+    return sent, watch, received
 
+
+def check_marking(sent, watch, received, client_address, server_address, elephant_seconds, mice):
+    elephant = FiveTuple(ipaddress.ip_address(client_address), ipaddress.ip_address(server_address),
+                         17, ELEPHANT_PORT, SERVER_PORT)
+    name = acl_name(elephant)
+    packets, mouse_packets = int(5000 * elephant_seconds), sent["mice"][0]
     # the traffic was what we asked for
-    assert sent["elephant"] == 40000 and sent["mice"] == [937] * 20 and sent["errors"] == 0
-    elephant_seconds = sent["last"] - sent["first"]
-    assert elephant_seconds < 8.5, f"40 Mbit/s could not be paced: 40,000 packets took {elephant_seconds:.1f} s"
+    assert sent["elephant"] == packets and sent["mice"] == [mouse_packets] * mice and sent["errors"] == 0
+    paced = sent["last"] - sent["first"]
+    assert paced < elephant_seconds + 0.5, f"40 Mbit/s could not be paced: {packets} packets took {paced:.1f} s"
 
     # the ACL is listed, and its rule live in the kernel, within 2 s of the first packet
     listed = first(watch["names"], lambda names: name in names)
-    live = first(watch["counters"], lambda packets: packets is not None)
-    assert listed is not None and live is not None, procs.log("controller")
+    live = first(watch["counters"], lambda count: count is not None)
+    assert listed is not None and live is not None, "no ACL for the elephant"
     assert live - sent["first"] <= 2.0, f"rule live {live - sent['first']:.2f} s after the first packet"
     assert listed - sent["first"] <= 2.0
-    # only the elephant ever got an ACL
+    # only the elephant ever got an ACL, and only it raised an event
     assert {n for _, names in watch["names"] for n in names} == {name}
     assert [e["flow"]["src_port"] for e in watch["events"]] == [ELEPHANT_PORT]
 
@@ -269,22 +289,32 @@ def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_p
     elephant_packets = [(t, tos) for port, t, tos in received if port == ELEPHANT_PORT]
     after = [tos for t, tos in elephant_packets if t >= live]
     marked_after = sum(1 for tos in after if tos >> 2 == DSCP)
-    assert len(elephant_packets) >= 0.99 * 40000
+    assert len(elephant_packets) >= 0.99 * packets
     assert marked_after >= 0.99 * len(after), f"{marked_after} of {len(after)} marked"
-    mice = [tos for port, _, tos in received if port in MICE_PORTS]
-    assert len(mice) >= 0.99 * 20 * 937
-    assert all(tos == 0 for tos in mice), "a mouse packet was marked"
+    mouse_marks = [tos for port, _, tos in received if port in MICE_PORTS]
+    assert len(mouse_marks) >= 0.99 * mice * mouse_packets
+    assert all(tos == 0 for tos in mouse_marks), "a mouse packet was marked"
 
     # the rule's packet counter agrees with the marked packets the server got
     marked = sum(1 for _, tos in elephant_packets if tos >> 2 == DSCP)
-    counter = max(packets for _, packets in watch["counters"] if packets is not None)
+    counter = max(count for _, count in watch["counters"] if count is not None)
     assert abs(counter - marked) <= max(2, marked // 1000), (counter, marked)
 
     # the ACL and its rule are gone within 8 s of the elephant's last packet
     unlisted = first(watch["names"], lambda names: name not in names, after=listed)
-    dead = first(watch["counters"], lambda packets: packets is None, after=live)
+    dead = first(watch["counters"], lambda count: count is None, after=live)
     assert unlisted is not None and dead is not None, "the control stayed"
     assert unlisted - sent["last"] <= 8.0 and dead - sent["last"] <= 8.0
     print(f"\nACL live {live - sent['first']:.2f} s after the first packet; gone "
           f"{dead - sent['last']:.2f} s after the last; {marked_after}/{len(after)} marked after; "
-          f"rule counter {counter}, marked at the server {marked}; elephant paced over {elephant_seconds:.2f} s")
+          f"rule counter {counter}, marked at the server {marked}; elephant paced over {paced:.2f} s")
+
+
+def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_path):
+    sent, watch, received = run_scenario(topology, tmp_path, SERVER, 8.0, 20, 15.0)
+    check_marking(sent, watch, received, CLIENT, SERVER, 8.0, 20)
+
+
+def test_an_ipv6_elephant_is_marked_too(topology, tmp_path):
+    sent, watch, received = run_scenario(topology, tmp_path, SERVER6, 4.0, 5, 6.0)
+    check_marking(sent, watch, received, CLIENT6, SERVER6, 4.0, 5)
