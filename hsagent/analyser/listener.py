@@ -18,10 +18,16 @@ READS_PER_WAKEUP = 512  # bounded, so one busy socket cannot starve the loop's o
 
 
 def open_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A bound, non-blocking UDP socket; host '' or '::' is every IPv4 and IPv6 address."""
+    """A bound, non-blocking UDP socket; host '' or '::' is every IPv4 and IPv6 address (every
+    IPv4 address on a host without IPv6)."""
     wildcard = host in ("", "::")
     family = socket.AF_INET6 if wildcard or ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        if not wildcard:
+            raise
+        return open_udp("0.0.0.0", port, reuse_port)
     try:
         if wildcard:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
