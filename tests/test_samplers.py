@@ -6,7 +6,8 @@ import json
 import sys
 from types import MappingProxyType
 
-from hsagent.sampling.samplers import link_speed, sampled_devices
+from hsagent.sampling.afpacket import sampled_devices
+from hsagent.sampling.samplers import link_speed
 from hsagent.settings import Settings
 
 

@@ -29,8 +29,6 @@ import threading
 import zlib
 from typing import NamedTuple
 
-import docker
-
 from .. import cgroups, netlink
 from ..sflow import records
 from ..sflow.datagram import DS_LOGICAL, DS_PHYSICAL, CountersSample
@@ -201,6 +199,9 @@ class _Watcher:
 
     def __init__(self, inbox: queue.SimpleQueue, wake_fd: int, layout: cgroups.Layout,
                  base_url: str):
+        import docker  # the SDK (~10 MB) is loaded only when the module is enabled
+
+        self._sdk = docker
         self.inbox, self.wake_fd, self.layout, self.base_url = inbox, wake_fd, layout, base_url
         self.host_cpus = os.cpu_count() or 1
         self.stopping = threading.Event()
@@ -233,7 +234,7 @@ class _Watcher:
 
     def _session(self) -> bool:
         """One connection: list, then follow events until the stream ends. True if it listed."""
-        client = docker.DockerClient(base_url=self.base_url, version="auto")
+        client = self._sdk.DockerClient(base_url=self.base_url, version="auto")
         with self._lock:
             self._client = client
             # Subscribe before listing so that nothing between the two is missed.
@@ -254,7 +255,7 @@ class _Watcher:
             return
         try:
             attrs = client.api.inspect_container(container_id)
-        except docker.errors.NotFound:
+        except self._sdk.errors.NotFound:
             attrs = {}
         container = self._located(attrs) if attrs else None
         self._post(("update", container) if container else ("remove", container_id))
@@ -287,11 +288,15 @@ class _Watcher:
 
 # --- the poller ---------------------------------------------------------------------
 
-class Poller:
-    """Docker containers as data sources; see the module docstring."""
+def enabled(settings) -> bool:
+    return settings.docker
 
-    def __init__(self, settings, base_url: str = DOCKER_URL, proc: str = PROC):
-        self.settings = settings
+
+class Poller:
+    """Docker containers as data sources; see the module docstring. It hosts domains
+    (`domain_count`), which the host poller's virt_node counts."""
+
+    def __init__(self, settings, peers=None, base_url: str = DOCKER_URL, proc: str = PROC):
         self.proc = proc
         self.host_memory = host_memory_bytes()
         uname = os.uname()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from types import MappingProxyType
 from typing import NamedTuple
 
 from .. import netlink
@@ -134,8 +133,12 @@ def read_sysfs(name: str, attribute: str) -> str | None:
         return None
 
 
+def enabled(settings) -> bool:
+    return True
+
+
 class Poller:
-    def __init__(self, settings):
+    def __init__(self, settings, peers=None):
         self._ports: dict[int, Port] = {}
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
         self._events = netlink.open_socket(groups=netlink.RTMGRP_LINK)
@@ -148,11 +151,6 @@ class Poller:
             raise
 
     # --- link table --------------------------------------------------------------------
-
-    @property
-    def ports(self):
-        """ifIndex -> Port for every non-loopback interface (read-only view)."""
-        return MappingProxyType(self._ports)
 
     def fileno(self) -> int:
         """Readable when link events are waiting: call handle_events()."""

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from ..netlink import NLATTR, NLMSGHDR, attributes, messages, pending_datagrams
 from ..sflow.datagram import INTERNAL_INTERFACE
-from . import flows
+from . import Wanted, flows
 from .afpacket import set_receive_buffer
 
 NETLINK_NETFILTER = 12
@@ -281,3 +281,17 @@ class NflogSampler:
             self.remove_rule()
         finally:
             self._sock.close()
+
+
+# --- when an NFLOG sampler runs (see hsagent.sampling) --------------------------------------
+
+def enabled(settings) -> bool:
+    return settings.nflog is not None
+
+
+def wanted(settings, links) -> list:
+    nflog = settings.nflog
+    rate = round(1 / nflog.probability) if nflog.probability else settings.sampling
+    return [Wanted(("nflog", nflog.group, nflog.probability is not None, settings.header_bytes), rate,
+                   lambda: NflogSampler.from_settings(settings))]
+

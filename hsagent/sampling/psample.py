@@ -16,7 +16,7 @@ import struct
 from typing import NamedTuple
 
 from ..netlink import attributes, messages, pending_datagrams
-from . import flows
+from . import Wanted, flows
 from .afpacket import set_receive_buffer
 
 FAMILY_NAME, MULTICAST_GROUP = "psample", "packets"
@@ -150,3 +150,16 @@ class PsampleSampler:
 
     def close(self) -> None:
         self._sock.close()
+
+
+# --- when a psample sampler runs (see hsagent.sampling) -------------------------------------
+
+def enabled(settings) -> bool:
+    return settings.psample is not None
+
+
+def wanted(settings, links) -> list:
+    group, rate, header_bytes = settings.psample.group, settings.sampling, settings.header_bytes
+    return [Wanted(("psample", group, header_bytes), rate,
+                   lambda: PsampleSampler(group, rate, header_bytes))]
+
