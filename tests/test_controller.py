@@ -126,6 +126,7 @@ class FakeAcld:
     def __init__(self, token=TOKEN, delay=0.0, ssl_context=None):
         self.acls: dict[str, list[str]] = {}
         self.requests: list[tuple] = []
+        self.installed: list[tuple] = []  # every successful PUT
         self.fail_next = 0
         self.connections: set = set()
         self._token, self._delay, self._ssl = token, delay, ssl_context
@@ -179,6 +180,7 @@ class FakeAcld:
         if any("BAD" in r for r in rules):
             raise web.HTTPBadRequest(text="line 1: no such option")
         self.acls[request.match_info["name"]] = rules
+        self.installed.append((request.match_info["name"], rules))
         return web.Response(status=201)
 
     async def _delete(self, request):
@@ -317,6 +319,24 @@ def test_link_retries_and_keeps_the_latest_wish(acld):
     assert sorted(reports) == [("198.18.0.1", "elephant-1", False, None),
                                ("198.18.0.1", "elephant-2", True, None)]
     assert [r for r in acld.requests if r[0] == "GET"][:3] == [("GET", "/acl/")] * 3
+
+
+def test_a_wish_changed_during_retries_is_the_one_made(acld):
+    async def run():
+        async with open_session(TOKEN, None, 5.0) as session:
+            link = SwitchLink("198.18.0.1", AclService(session, acld.url, AclMetrics()), PREFIX,
+                              lambda *a: True, lambda *a: None)
+            link.start()
+            await until(lambda: link.connected)  # the listing at start is done
+            acld.fail_next = 2
+            link.want("elephant-1", ["old"])
+            await until(lambda: acld.fail_next == 1)  # the first attempt failed
+            link.want("elephant-1", ["new"])
+            await until(lambda: link.backlog == 0)
+            await link.close()
+
+    run_async(run())
+    assert acld.installed == [("elephant-1", ["new"])]
 
 
 def test_an_unreachable_switch_holds_up_no_other(acld):

@@ -156,10 +156,12 @@ class SwitchLink:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                name, rules = next(iter(self._pending.items()))
-                await self._with_retries(lambda: self._apply(name, rules))
+                name = next(iter(self._pending))
+                await self._with_retries(lambda: self._apply(name))
 
-    async def _apply(self, name: str, rules: list[str] | None) -> None:
+    async def _apply(self, name: str) -> None:
+        """Make the latest wish for `name` so (read at each attempt: it may change meanwhile)."""
+        rules = self._pending[name]
         try:
             if rules is None:
                 await self.service.delete(name)
