@@ -104,8 +104,6 @@ class AclService:
 
 
 def _strings(value, what: str) -> list[str]:
-    if isinstance(value, dict):  # tolerate {"rules": [...]} / {"names": [...]} forms
-        value = next((v for v in value.values() if isinstance(v, list)), None)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise AclError(f"{what}: expected a JSON array of strings", False)
     return value
@@ -115,8 +113,9 @@ class SwitchLink:
     """One switch: the ACLs the controller wants there, made so by a task of its own.
 
     At start the link lists the switch's ACLs and offers each one whose name has `prefix`
-    to `adopt(name, rules)`; those it declines are deleted. `report(name, wanted, error)`
-    hears the outcome of every change: error None once done, or the final error.
+    to `adopt(agent, name, rules)`; those it declines are deleted. `report(agent, name,
+    installed, error)` hears the outcome of every change (installed: it was a PUT, not a
+    DELETE): error None once done, else the refusal, which is not retried.
     """
 
     def __init__(self, agent: str, service: AclService, prefix: str,
