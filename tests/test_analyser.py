@@ -324,6 +324,17 @@ def test_only_accepted_agents_are_analysed():
     assert (analyser.metrics.datagrams, analyser.metrics.refused_datagrams) == (1, 2)
 
 
+def test_silent_agents_are_forgotten():
+    analyser = Analyser([FlowSpec("f", FIVE_TUPLE)])
+    counters = IfCounters(7, 6, 10**9, 1, 3, *([0] * 14))
+    analyser.receive(datagram([CountersSample(0, 7, [counters], 1), flow_sample(7, udp_frame(1), 1)],
+                              agent="198.18.0.1"), now=0.0)
+    analyser.receive(datagram([flow_sample(7, udp_frame(1), 1)], agent="198.18.0.2"), now=500.0)
+    analyser.housekeeping(601.0)
+    assert list(analyser.agents) == ["198.18.0.2"] and analyser.speeds == {}
+    assert len(analyser.tables["f"]) == 0  # idle flows went long before
+
+
 def test_bad_datagrams_and_truncated_headers_are_counted():
     analyser = Analyser([FlowSpec("f", FIVE_TUPLE)])
     good = datagram([flow_sample(1, udp_frame(1)[:30], 1)])  # cut inside the IP header

@@ -24,6 +24,7 @@ from .thresholds import Event, Monitor, Threshold
 
 MAX_SEQUENCE_GAP = 10_000  # a larger jump (or a step back) is an agent restart, not loss
 LOSS_MEMORY = 1_000  # samples over which a data source's loss ratio is averaged
+AGENT_IDLE = 600.0  # seconds: an agent silent this long is forgotten (its ports and sources)
 
 
 class Metrics:
@@ -155,8 +156,13 @@ class Analyser:
                     events.append(event)
 
     def housekeeping(self, now: float) -> None:
-        """Re-arm thresholds and evict idle flows; call about once a second."""
+        """Re-arm thresholds, evict idle flows and forget silent agents; call once a second."""
         for monitor in self.monitors:
             monitor.sweep(now)
         for table in self.tables.values():
             table.evict_idle(now)
+        gone = {agent for agent, seen in self.agents.items() if now - seen > AGENT_IDLE}
+        if gone:
+            for state in (self.agents, self.speeds, self._sources):
+                for key in [k for k in state if (k if isinstance(k, str) else k[0]) in gone]:
+                    del state[key]
