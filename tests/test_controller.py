@@ -89,6 +89,8 @@ def test_config_errors_name_file_and_line(tmp_path, text, problem):
 def test_bad_option_exits_2_naming_it():
     run = subprocess.run(CONTROLLER + ["--threshold", "lots"], capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "--threshold" in run.stderr
+    version = subprocess.run(CONTROLLER + ["--version"], capture_output=True, text=True, timeout=30)
+    assert version.stdout.startswith("hsagent-controller ")
 
 
 # --- ACL names and rules ---------------------------------------------------------------------

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+from .. import __version__
+
 DEFAULT_CONFIG = "/etc/hsagent-controller.conf"
 
 
@@ -157,7 +159,7 @@ HELP = {
     "max_controls": ("N", ranged(1, 100_000), "most controls in place on one switch"),
     "max_flows": ("N", ranged(1, 10_000_000), "most flows tracked (the smallest go first)"),
     "acl_url": ("URL", url_template, "the ACL service of a switch; {agent} is its sFlow agent address"),
-    "acl_token_file": ("FILE", path, "bearer token for the ACL services (first line)"),
+    "acl_token_file": ("FILE", path, "hsagent-acld's token file: its first token that may write is sent"),
     "acl_ca_file": ("FILE", path, "CA certificates to check https ACL services with"),
     "acl_timeout": ("SECONDS", positive, "time allowed for one ACL request"),
     "api_listen": ("ADDR:PORT", endpoint, "the read-only JSON API"),
@@ -172,6 +174,7 @@ def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hsagent-controller",
         description="Find elephant flows in sFlow and mark them through each switch's ACL service.")
+    parser.add_argument("--version", action="version", version=f"hsagent-controller {__version__}")
     parser.add_argument("-c", "--config", metavar="FILE",
                         help=f"config file (default {DEFAULT_CONFIG} when it exists)")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
