@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import struct
 from pathlib import Path
 
 import pytest
@@ -21,36 +20,10 @@ from hsagent.sflow.pcap import read_udp
 from hsagent.sflow.records import (HEADER_PROTOCOL_ETHERNET, HEADER_PROTOCOL_IPV4,
                                    HEADER_PROTOCOL_IPV6, IfCounters, SampledHeader, SampledIpv4)
 
+from packet_builders import MAC_A, MAC_B, ethernet, ipv4, ipv6, tcp, udp
+
 DATA = Path(__file__).parent / "data"
 FIVE_TUPLE = ("src_ip", "dst_ip", "ip_protocol", "src_port", "dst_port")
-MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
-
-
-# --- packets built by hand, field by field (RFC 791, 8200, 768, 793) -------------------------
-
-def udp(sport, dport, payload=b""):
-    return struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def tcp(sport, dport, flags=0x18):
-    return struct.pack(">HHIIBBHHH", sport, dport, 1, 2, 5 << 4, flags, 1000, 0, 0)
-
-
-def ipv4(src, dst, proto, payload, tos=0, fragment_offset=0):
-    return struct.pack(">BBHHHBBH4s4s", 0x45, tos, 20 + len(payload), 1, fragment_offset, 64,
-                       proto, 0, ipaddress.ip_address(src).packed,
-                       ipaddress.ip_address(dst).packed) + payload
-
-
-def ipv6(src, dst, proto, payload, tclass=0):
-    first = (6 << 28) | (tclass << 20)
-    return struct.pack(">IHBB16s16s", first, len(payload), proto, 64,
-                       ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed) + payload
-
-
-def ethernet(payload, ethertype, vlans=()):
-    tags = b"".join(struct.pack(">HH", 0x8100, vid) for vid in vlans)
-    return MAC_B + MAC_A + tags + struct.pack(">H", ethertype) + payload
 
 
 def ip_text(packet: Packet, name: str) -> str:

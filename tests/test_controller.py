@@ -33,7 +33,7 @@ from hsagent.controller.elephant import (PREFIX, ElephantApp, FiveTuple, acl_nam
 from hsagent.sflow.datagram import Datagram, FlowSample, Interface, encode_datagram
 from hsagent.sflow.records import HEADER_PROTOCOL_ETHERNET, SampledHeader
 
-from test_analyser import ethernet, ipv4, udp  # noqa: E402  (hand-built packets)
+from packet_builders import ethernet, ipv4, udp
 
 CONTROLLER = [sys.executable, "-m", "hsagent.controller"]
 TOKEN = "s3cret-token-for-tests"
