@@ -589,6 +589,9 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
         assert (ports[0]["agent"], ports[0]["ifindex"]) == ("127.0.0.1", 3)
         assert (flow["src_ip"], flow["dst_ip"], flow["ip_protocol"], flow["src_port"], flow["dst_port"]) == (
             "198.18.0.2", "198.18.1.2", 17, 40000, 5001)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            api_get(api_port, "/flows?n=lots")
+        assert err.value.code == 400 and "n must be a whole number" in err.value.read().decode()
         [event] = api_get(api_port, "/events")["events"]
         assert event["limit_bps"] == 10e6 and event["bps"] >= 10e6
         controls = api_get(api_port, "/controls")
