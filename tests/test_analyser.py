@@ -114,6 +114,27 @@ def test_agrees_with_the_sflowtool_style_decoder(ips, proto, sport, dport, tos, 
         assert p.vlan == printed["decodedVLAN"]
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([HEADER_PROTOCOL_ETHERNET, HEADER_PROTOCOL_IPV4, HEADER_PROTOCOL_IPV6]),
+       st.binary(max_size=160))
+def test_any_bytes_parse_or_are_refused(protocol, header):
+    packet = parse_header(protocol, header, 1000)
+    assert packet is None or isinstance(packet, Packet)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 399), st.binary(min_size=1, max_size=8))
+def test_damaged_datagrams_are_counted_never_raised(tail, at, garbage):
+    """A real datagram with bytes overwritten somewhere, or random bytes: counted, not raised."""
+    good = bytearray(datagram([flow_sample(1, udp_frame(1), 1), flow_sample(2, udp_frame(2), 5)]))
+    good[at % len(good):at % len(good) + len(garbage)] = garbage
+    analyser = Analyser([FlowSpec("f", FIVE_TUPLE)])
+    analyser.receive(bytes(good), 0.0)
+    analyser.receive(tail, 0.0)
+    m = analyser.metrics
+    assert m.datagrams + m.decode_errors == 2
+
+
 # --- flows.py: EWMA ---------------------------------------------------------------------------
 
 def test_rate_decays_exactly_between_samples():
