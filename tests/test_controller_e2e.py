@@ -160,8 +160,9 @@ def veth(a, a_end, b, b_end, addresses):
 @pytest.fixture
 def topology(netns):
     client, switch, server = netns("hse2e-c"), netns("hse2e-sw"), netns("hse2e-s")
-    for ns in (client, switch, server):  # no router solicitations and the like
-        ns.run("sysctl", "-qw", "net.ipv6.conf.default.accept_ra=0", "net.ipv6.conf.all.accept_ra=0")
+    for ns in (client, switch, server):  # no router advertisements, no duplicate address detection
+        ns.run("sysctl", "-qw", "net.ipv6.conf.default.accept_ra=0", "net.ipv6.conf.all.accept_ra=0",
+               "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
     veth(client, "c0", switch, "swp1", ((CLIENT, CLIENT6), (SWITCH_C, SWITCH_C6)))
     veth(switch, "swp2", server, "s0", ((SWITCH_S, SWITCH_S6), (SERVER, SERVER6)))
     switch.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
@@ -169,6 +170,11 @@ def topology(netns):
     client.run("ip", "-6", "route", "add", "default", "via", SWITCH_C6)
     server.run("ip", "route", "add", "default", "via", SWITCH_S)
     server.run("ip", "-6", "route", "add", "default", "via", SWITCH_S6)
+    # End to end both ways before any measured packet: neighbours resolved, links ready
+    for address in (SERVER, SERVER6):
+        deadline = time.monotonic() + 10
+        while client.run("ping", "-c", "1", "-W", "1", address, check=False).returncode != 0:
+            assert time.monotonic() < deadline, f"{address} unreachable from the client"
     return client, switch, server
 
 
