@@ -144,7 +144,8 @@ while not stop and time.monotonic() < deadline:
     counters.append((now, packets[0] if packets else None))
     time.sleep(0.05)
 json.dump({"names": names, "counters": counters, "metrics": get(api + "/metrics"),
-           "events": get(api + "/events")["events"]}, open(out, "w"))
+           "events": get(api + "/events")["events"], "thresholds": get(api + "/thresholds")},
+          open(out, "w"))
 """
 
 
@@ -271,6 +272,16 @@ def run_scenario(topology, tmp_path, server_address, elephant_seconds, mice, mic
     return sent, watch, received
 
 
+def check_port(switch, watch):
+    """The event names the client-side port by its ifIndex, and the controller learnt that
+    port's speed from hsagent's counter samples: both as the switch's kernel has them."""
+    ifindex = int(switch.run("cat", "/sys/class/net/swp1/ifindex").stdout)
+    speed = int(switch.run("cat", "/sys/class/net/swp1/speed").stdout) * 1_000_000
+    assert [e["flow"]["ifindex"] for e in watch["events"]] == [ifindex]
+    ports = {(p["agent"], p["ifindex"]): p["speed"] for p in watch["thresholds"]["thresholds"][0]["ports"]}
+    assert ports.get((SWITCH_C, ifindex)) == speed
+
+
 def check_marking(sent, watch, received, client_address, server_address, elephant_seconds, mice):
     elephant = FiveTuple(ipaddress.ip_address(client_address), ipaddress.ip_address(server_address),
                          17, ELEPHANT_PORT, SERVER_PORT)
@@ -319,6 +330,7 @@ def check_marking(sent, watch, received, client_address, server_address, elephan
 def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_path):
     sent, watch, received = run_scenario(topology, tmp_path, SERVER, 8.0, 20, 15.0)
     check_marking(sent, watch, received, CLIENT, SERVER, 8.0, 20)
+    check_port(topology[1], watch)
 
 
 def test_an_ipv6_elephant_is_marked_too(topology, tmp_path):
