@@ -134,16 +134,18 @@ while True:
     time.sleep(0.1)
 print("ready", flush=True)
 rule = re.compile(r"^\[(\d+):\d+\] -A \S+ .*--sport " + sport + r"\b.*-j DSCP")
-names, counters = [], []
+names, counters, rates = [], [], []
 deadline = time.monotonic() + 90
 while not stop and time.monotonic() < deadline:
     now = time.monotonic()
     names.append((now, get(acld + "/acl/")))
+    flows = [f for p in get(api + "/flows?n=1")["ports"] for f in p["flows"] if f["src_port"] == int(sport)]
+    rates.append((now, flows[0]["bps"] if flows else None))
     saved = subprocess.run([save, "-c", "-t", "mangle"], capture_output=True, text=True).stdout
     packets = [int(m.group(1)) for m in map(rule.match, saved.splitlines()) if m]
     counters.append((now, packets[0] if packets else None))
     time.sleep(0.05)
-json.dump({"names": names, "counters": counters, "metrics": get(api + "/metrics"),
+json.dump({"names": names, "counters": counters, "rates": rates, "metrics": get(api + "/metrics"),
            "events": get(api + "/events")["events"], "thresholds": get(api + "/thresholds")},
           open(out, "w"))
 """
@@ -292,6 +294,13 @@ def check_marking(sent, watch, received, client_address, server_address, elephan
     paced = sent["last"] - sent["first"]
     assert paced < elephant_seconds + 0.5, f"40 Mbit/s could not be paced: {packets} packets took {paced:.1f} s"
 
+    # the elephant's smoothed rate, once settled (3 time constants), is what was sent: 5,000
+    # packets a second of 1,018 bytes on the wire (IP 1,000 + Ethernet 14 + FCS 4)
+    settled = sorted(bps for t, bps in watch["rates"] if sent["first"] + 3 <= t <= sent["last"] and bps)
+    assert len(settled) > 10
+    median = settled[len(settled) // 2]
+    assert median == pytest.approx(5000 * 1018 * 8, rel=0.15), f"{median / 1e6:.1f} Mbit/s"
+
     # the ACL is listed, and its rule live in the kernel, within 2 s of the first packet
     listed = first(watch["names"], lambda names: name in names)
     live = first(watch["counters"], lambda count: count is not None)
@@ -324,7 +333,8 @@ def check_marking(sent, watch, received, client_address, server_address, elephan
     assert unlisted - sent["last"] <= 8.0 and dead - sent["last"] <= 8.0
     print(f"\nACL live {live - sent['first']:.2f} s after the first packet; gone "
           f"{dead - sent['last']:.2f} s after the last; {marked_after}/{len(after)} marked after; "
-          f"rule counter {counter}, marked at the server {marked}; elephant paced over {paced:.2f} s")
+          f"rule counter {counter}, marked at the server {marked}; elephant paced over {paced:.2f} s; "
+          f"its smoothed rate {median / 1e6:.1f} Mbit/s")
 
 
 def test_elephant_is_marked_within_2s_and_unmarked_when_it_stops(topology, tmp_path):
