@@ -31,6 +31,10 @@ install -D -m 0644 "$HERE/default" "$ROOT/etc/default/hsagent"
 install -D -m 0755 "$TOP/init/hsagent" "$ROOT/etc/init.d/hsagent"
 install -D -m 0644 "$TOP/init/hsagent.service" "$ROOT/lib/systemd/system/hsagent.service"
 install -D -m 0644 "$TOP/init/ovsdb-server-hsagent.conf" "$ROOT/usr/share/hsagent/ovsdb-server-hsagent.conf"
+# hsagent-controller: installed, not enabled (it runs on one collector host, not everywhere)
+install -D -m 0755 "$HERE/hsagent-controller" "$ROOT/usr/bin/hsagent-controller"
+install -D -m 0644 "$TOP/etc/hsagent-controller.conf" "$ROOT/etc/hsagent-controller.conf"
+install -D -m 0644 "$TOP/init/hsagent-controller.service" "$ROOT/lib/systemd/system/hsagent-controller.service"
 install -D -m 0644 "$TOP/README.md" "$ROOT/usr/share/doc/hsagent/README.md"
 
 mkdir -p "$ROOT/DEBIAN"

@@ -28,7 +28,9 @@ INSTALLED = [SITE_PACKAGE, Path("/usr/bin/hsagent"), Path("/etc/hsagent.conf"),
              Path("/etc/default/hsagent"), Path("/etc/init.d/hsagent"),
              Path("/lib/systemd/system/hsagent.service"), Path("/etc/hsagent.auto"),
              Path("/usr/bin/hsagent-acld"), Path("/etc/hsagent-acld.conf"),
-             Path("/lib/systemd/system/hsagent-acld.service")]
+             Path("/lib/systemd/system/hsagent-acld.service"),
+             Path("/usr/bin/hsagent-controller"), Path("/etc/hsagent-controller.conf"),
+             Path("/lib/systemd/system/hsagent-controller.service")]
 # Only the system's own tools: nothing from the pyenv that runs pytest.
 SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
               "LANG": "C.UTF-8"}
@@ -107,14 +109,15 @@ def test_archive_contents(deb):
         run("dpkg-deb", "--control", str(deb), control)
         assert Path(control, "conffiles").read_text().split() == [
             "/etc/hsagent.conf", "/etc/default/hsagent", "/etc/init.d/hsagent",
-            "/etc/hsagent-acld.conf"]
+            "/etc/hsagent-acld.conf", "/etc/hsagent-controller.conf"]
     listing = run("dpkg-deb", "--contents", str(deb)).stdout.splitlines()
     assert all(" root/root " in line for line in listing), "files must belong to root"
     names = {line.split()[-1].lstrip(".") for line in listing}
     assert {"/usr/bin/hsagent", "/etc/hsagent.conf", "/etc/init.d/hsagent",
             "/lib/systemd/system/hsagent.service", "/usr/lib/python3/dist-packages/hsagent/cli.py",
             "/usr/bin/hsagent-acld", "/etc/hsagent-acld.conf",
-            "/lib/systemd/system/hsagent-acld.service",
+            "/lib/systemd/system/hsagent-acld.service", "/usr/bin/hsagent-controller",
+            "/etc/hsagent-controller.conf", "/lib/systemd/system/hsagent-controller.service",
             "/usr/share/hsagent/ovsdb-server-hsagent.conf"} <= names  # ovs { }: opt-in socket access
     assert not any("__pycache__" in name for name in names)
     assert (TOP / "packaging" / "debian" / "launcher").read_text().startswith("#!/usr/bin/python3 ")
@@ -167,6 +170,10 @@ def test_acld_runs_on_debian_python(installed):
         verified = run("systemd-analyze", "verify", "/lib/systemd/system/hsagent-acld.service",
                        check=False)
         assert verified.returncode == 0 and "hsagent-acld" not in verified.stderr, verified.stderr
+def test_controller_is_installed_not_enabled(installed):
+    assert run("/usr/bin/hsagent-controller", "--help").stdout.startswith("usage: hsagent-controller")
+    assert Path("/lib/systemd/system/hsagent-controller.service").exists()
+    assert not Path("/etc/systemd/system/multi-user.target.wants/hsagent-controller.service").exists()
 
 
 def test_every_module_imports_with_debian_libraries(installed):
