@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hsagent import cgroups
+from hsagent import cgroups, procfs
 from hsagent.settings import Settings
 from hsagent.sflow import datagram, records
 
@@ -156,7 +156,7 @@ def test_net_dev_parser_sums_all_but_lo():
             "    lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n"
             "  eth0: 572 6 1 2 0 0 0 0 70 1 3 4 0 0 0 0\n"
             "  eth1: 28 1 0 0 0 0 0 0 30 2 0 0 0 0 0 0\n")
-    assert dockmod.parse_net_dev(text) == [600, 7, 1, 2, 100, 3, 3, 4]
+    assert dockmod.net_dev_totals(procfs.parse_net_dev(text)) == [600, 7, 1, 2, 100, 3, 3, 4]
 
 
 # --- against dockerd -------------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_ping_from_the_host_shows_in_net_io(run, poller):
     assert after.rx_bytes - before.rx_bytes >= 20 * 1000
     assert after.tx_packets - before.tx_packets >= 20  # the echo replies
     pid = c.attrs["State"]["Pid"]
-    totals = dockmod.parse_net_dev(Path(f"/proc/{pid}/net/dev").read_text())
+    totals = dockmod.net_dev_totals(procfs.parse_net_dev(Path(f"/proc/{pid}/net/dev").read_text()))
     assert after.rx_bytes <= totals[0] <= after.rx_bytes + 1000  # nothing else talks to it
 
 
