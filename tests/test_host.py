@@ -201,6 +201,9 @@ def test_host_memory_from_text(tmp_path, monkeypatch):
         psutil.virtual_memory()
 
 
+FILESYSTEMS = "nodev\tproc\nnodev\ttmpfs\n\text4\n\txfs\n\tsquashfs\nnodev\toverlay\n"
+
+
 def test_local_mounts_dedup_and_filter(tmp_path, monkeypatch):
     mounts = """\
 proc /proc proc rw,relatime 0 0
@@ -212,7 +215,8 @@ server:/export /mnt/nfs nfs4 rw 0 0
 /dev/vdb1 /mnt/my\\040disk xfs rw 0 0
 overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0
 """
-    write_proc(monkeypatch, tmp_path, {"self/mounts": mounts})
+    # psutil before 6.0 reads the filesystem list even when asked for all partitions
+    write_proc(monkeypatch, tmp_path, {"self/mounts": mounts, "filesystems": FILESYSTEMS})
     assert host.local_mounts(psutil.disk_partitions(all=True)) == ["/", "/mnt/my disk"]
 
 
@@ -327,6 +331,7 @@ def build_tree(root, mountpoint, monkeypatch):
         "proc/net/dev": "h\nh\n  eth0: 10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n",
         "proc/diskstats": " 254 0 vda 1 0 2 3 4 0 5 6 0 0 0\n",
         "proc/self/mounts": f"/dev/vda {mountpoint} ext4 rw 0 0\n",
+        "proc/filesystems": FILESYSTEMS,
         "etc/machine-id": "3d1219c7c4c5404aaa1f6d2a48adfda4\n",
         "sys/class/net/eth0/ifindex": "2\n",
         "sys/class/net/eth0/iflink": "2\n",
