@@ -13,6 +13,7 @@ expectation. Should the counters become unreadable, the pool falls back to += N 
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -101,6 +102,12 @@ class PacketSampler:
             try:
                 data, ancdata, _, address = self._sock.recvmsg(self.header_bytes, _AUX_SPACE)
             except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                # The kernel reports its device going down once, as this socket's error; the
+                # link events say what became of the device.
+                if e.errno != errno.ENETDOWN:
+                    raise
                 break
             packets.append((data, original_length(ancdata, len(data)), address[2]))
         if not packets:
