@@ -66,7 +66,8 @@ class Agent:
         self.agent_ip: str | None = None
         self.agent_device: str | None = None
         self.pollers: dict[str, object] = {}
-        self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler)
+        self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler,
+                                 link_speed=self._link_speed)
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
         self._stopping = False
@@ -182,6 +183,11 @@ class Agent:
         if hasattr(poller, "fileno"):
             self._selector.unregister(poller.fileno())
         poller.close()
+
+    def _link_speed(self, ifindex: int) -> int | None:
+        """From the interface poller's table, which link events keep current."""
+        interfaces = self.pollers.get("interfaces")
+        return None if interfaces is None else interfaces.link_speed(ifindex)
 
     def _watch_sampler(self, sampler) -> None:
         self._selector.register(sampler.fileno(), selectors.EVENT_READ,

@@ -159,6 +159,11 @@ class Poller:
         """ifIndex -> Port for every non-loopback interface (read-only view)."""
         return MappingProxyType(self._ports)
 
+    def link_speed(self, ifindex: int) -> int | None:
+        """Bits per second (0: unknown) of a link in the table; None for one it does not hold."""
+        port = self._ports.get(ifindex)
+        return None if port is None else port.speed
+
     def fileno(self) -> int:
         """Readable when link events are waiting: call handle_events()."""
         return self._events.fileno()

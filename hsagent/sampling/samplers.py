@@ -2,9 +2,13 @@
 
 `pcap { dev = X }` devices and switch ports (interfaces matching `switchport`) each get an
 AF_PACKET sampler at the rate for their link speed; `nflog { }` and `psample { }` each get
-one netlink sampler. `apply` is called with every new settings object and every housekeeping
-round (link speeds change, switch ports come and go) and only touches what changed: a new
+one netlink sampler. `apply` is called with every new settings object, every link event and
+every housekeeping round (switch ports come and go) and only touches what changed: a new
 rate is a new kernel filter on the open socket, so no packet goes unsampled in between.
+
+Link speeds come from `link_speed(ifindex)`, the interface poller's table that link events
+keep current, so an event does not mean a sysfs read per sampled device; sysfs is read only
+for a link that table does not hold (yet).
 """
 
 from __future__ import annotations
@@ -12,20 +16,12 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from typing import Callable
 
 from ..logs import Throttle
+from ..pollers.interfaces import read_link_speed
 
 log = logging.getLogger(__name__)
-
-
-def link_speed(ifname: str, sys_class_net: str = "/sys/class/net") -> int:
-    """Bits per second, 0 when unknown (sysfs says Mb/s, or -1 / an error while down)."""
-    try:
-        with open(f"{sys_class_net}/{ifname}/speed") as f:
-            mbps = int(f.read())
-    except (OSError, ValueError):
-        return 0
-    return max(mbps, 0) * 1_000_000
 
 
 def sampled_devices(settings, names) -> list[str]:
@@ -39,10 +35,13 @@ def sampled_devices(settings, names) -> list[str]:
 
 
 class Samplers:
-    """The running samplers; `opened`/`closed` tell the agent's selector about their sockets."""
+    """The running samplers; `opened`/`closed` tell the agent's selector about their sockets;
+    `link_speed(ifindex)` is a link's speed in bits per second (0: unknown), or None when the
+    caller does not know the link."""
 
-    def __init__(self, opened, closed):
+    def __init__(self, opened, closed, link_speed: Callable[[int], int | None] = lambda index: None):
         self._opened, self._closed = opened, closed
+        self._link_speed = link_speed
         self._running: dict[tuple, object] = {}  # key -> sampler
         self._throttle = Throttle(log, interval=600)
 
@@ -70,7 +69,8 @@ class Samplers:
             if dev not in indexes:
                 self._throttle(logging.WARNING, f"missing:{dev}", "pcap device %s does not exist (yet)", dev)
         for dev in sampled_devices(settings, indexes):
-            rate = settings.sampling_rate(link_speed(dev))
+            speed = self._link_speed(indexes[dev])
+            rate = settings.sampling_rate(read_link_speed(dev) if speed is None else speed)
             # The ifindex is in the key: a device deleted and made again needs a new socket.
             wanted[("pcap", dev, indexes[dev], header_bytes)] = (
                 rate, lambda d=dev, r=rate: _afpacket(d, r, header_bytes))
