@@ -12,6 +12,8 @@ import grp
 import os
 import pwd
 
+from . import procfs
+
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 KEPT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
 PR_SET_KEEPCAPS = 8
@@ -93,7 +95,8 @@ def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
 
 def _verify(account: pwd.struct_passwd) -> None:
     """Refuse to go on unless the kernel confirms the user and capabilities we asked for."""
-    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    text = procfs.read_text(procfs.HOST.proc_path("self", "status"))
+    status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     uids = {int(u) for u in status["Uid"].split()}
     effective = int(status["CapEff"], 16)
     if uids != {account.pw_uid} or effective != capability_mask():
