@@ -94,6 +94,7 @@ def test_cpu_user_grows_a_second_per_busy_cpu_second(receiver, config, tmp_path)
 NS_RECEIVER = """
 import socket, sys, time
 s = socket.socket(); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE: --once sends hundreds at once
 s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); s.settimeout(3)
 while True:
     try: data = s.recv(65535)
