@@ -30,9 +30,9 @@ def measure_poll(polls: int) -> None:
     """Runs inside the namespace, in a fresh process."""
     sys.path.insert(0, str(REPO))
     from hsagent.agent import Agent
-    from hsagent.settings import Receiver, Settings
+    from hsagent.settings import Collector, Settings
 
-    settings = Settings(dnssd=False, collectors=(Receiver("127.0.0.1", 9),))
+    settings = Settings(dnssd=False, collectors=(Collector("127.0.0.1", 9),))
     agent = Agent(auto_file=None)
     agent.configure(settings)
     poll_ms, _ = cpu_ms(agent.run_once, polls)

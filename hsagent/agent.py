@@ -17,9 +17,11 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 
-from . import agent_address, pollers
+from . import agent_address, files, pollers
 from .logs import Throttle
+from .config.source import SettingsSource
 from .settings import DEFAULT_AUTO_FILE, Settings, auto_file_text
 from .sampling.samplers import Samplers
 from .sflow.datagram import DS_IFINDEX, CountersSample, DatagramBuilder, FlowSample
@@ -51,12 +53,8 @@ class Agent:
         self.auto_file = auto_file
         self.status_file = status_file
         self._started = time.time()
-        self.file_settings: Settings | None = None  # defaults <- config file; DNS-SD overlays it
         self.settings: Settings | None = None  # what is in force
-        self._dnssd = None  # the DNS-SD watcher, while DNSSD is on
-        self._dnssd_lib = None  # hsagent.config.dnssd, imported once DNSSD is on
-        self._dnssd_key = None  # (domain, server, port) the watcher was built for
-        self.dns_result = None  # the last good DNS-SD answer
+        self.source: SettingsSource | None = None  # where settings come from: file, DNS-SD
         self._reload_config = reload_config
         self._on_datagram = on_datagram
         self._clock = clock
@@ -65,7 +63,7 @@ class Agent:
         self.builder: DatagramBuilder | None = None
         self.agent_ip: str | None = None
         self.agent_device: str | None = None
-        self.pollers: dict[str, object] = {}
+        self.pollers: dict[str, pollers.Poller] = {}
         self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler,
                                  link_speed=self._link_speed)
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
@@ -80,50 +78,22 @@ class Agent:
     # --- settings ------------------------------------------------------------------------
 
     def configure(self, file_settings: Settings) -> None:
-        """Settings from the config file (at start and on SIGHUP); DNS-SD overlays them."""
-        self.file_settings = file_settings
-        self._configure_dnssd(file_settings)
-        self.apply(self._effective())
+        """Start with the config file's settings; DNS-SD (when on) overlays them from now on."""
+        self.source = SettingsSource(file_settings, self._reload_config, watch=self._watch_source,
+                                     unwatch=self._selector.unregister)
+        self.apply(self.source.settings)
 
-    def _effective(self) -> Settings:
-        if self._dnssd_key is not None and self.dns_result is not None:
-            return self._dnssd_lib.apply(self.file_settings, self.dns_result)
-        return self.file_settings
+    def _watch_source(self, fd: int) -> None:
+        self._selector.register(fd, selectors.EVENT_READ, self._on_source_events)
 
-    def _configure_dnssd(self, settings: Settings) -> None:
-        key = (settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) if settings.dnssd else None
-        if key == self._dnssd_key:
-            if self._dnssd is not None:
-                self._dnssd.refresh()  # SIGHUP also means "look again now"
-            return
-        if self._dnssd is not None:
-            self._selector.unregister(self._dnssd.fileno())
-            self._dnssd.close()
-            self._dnssd = self.dns_result = None
-        self._dnssd_key = key
-        if key is not None:
-            from .config import dnssd  # dnspython is loaded only when DNS-SD is on
-
-            self._dnssd_lib = dnssd
-            self._dnssd = dnssd.DnsSdWatcher(settings)
-            self._selector.register(self._dnssd.fileno(), selectors.EVENT_READ, self._on_dnssd)
-
-    def _on_dnssd(self) -> None:
-        result = self._dnssd.handle_events()
-        if result is not None:  # the watcher has logged what changed
-            self.dns_result = result
-            self.apply(self._effective())
+    def _on_source_events(self) -> None:
+        settings = self.source.handle_events()
+        if settings is not None:
+            self.apply(settings)
 
     def lookup_dnssd_now(self) -> None:
         """One blocking DNS-SD lookup (hsagent --once cannot wait for the watcher)."""
-        if self._dnssd_key is None:
-            return
-        try:
-            self.dns_result = self._dnssd_lib.lookup(self.file_settings)
-        except self._dnssd_lib.DnsSdError as err:
-            log.warning("DNS-SD: %s; using the config file's settings", err)
-            return
-        self.apply(self._effective())
+        self.apply(self.source.lookup_now())
 
     def apply(self, settings: Settings) -> None:
         """Put new settings in force without a restart; unchanged parts are left alone."""
@@ -143,31 +113,25 @@ class Agent:
         self._write_auto_file()
 
     def _apply_pollers(self, settings: Settings) -> None:
+        """Start the pollers these settings enable and stop the others; a running poller keeps
+        the settings it was built with."""
         wanted = pollers.enabled_modules(settings)
         for name in list(self.pollers):
             if name not in wanted:
                 self._remove_poller(name)
         for name in wanted:
-            if name in self.pollers:
-                apply = getattr(self.pollers[name], "apply", None)
-                if apply:
-                    apply(settings)
-            else:
+            if name not in self.pollers:
                 self._add_poller(name, settings)
-        host = self.pollers.get("host")
-        if host is not None:
-            docker = self.pollers.get("docker")
-            host.virt_domains = docker.domain_count if docker is not None else None
 
     def _add_poller(self, name: str, settings: Settings) -> None:
         try:
-            poller = pollers.load(name)(settings)
+            poller = pollers.load(name)(settings, peers=MappingProxyType(self.pollers))
         except Exception as err:  # a module that cannot start must not stop the others
             log.error("cannot start the %s poller: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
             return
         self.pollers[name] = poller
         self._due[name] = {}
-        if hasattr(poller, "fileno"):
+        if isinstance(poller, pollers.EventSource):
             self._selector.register(poller.fileno(), selectors.EVENT_READ,
                                     lambda c=poller: self._on_poller_events(c))
 
@@ -180,7 +144,7 @@ class Agent:
     def _remove_poller(self, name: str) -> None:
         poller = self.pollers.pop(name)
         self._due.pop(name, None)
-        if hasattr(poller, "fileno"):
+        if isinstance(poller, pollers.EventSource):
             self._selector.unregister(poller.fileno())
         poller.close()
 
@@ -223,7 +187,7 @@ class Agent:
         if text == self._auto_text or not self.auto_file:
             return
         try:
-            _replace_file(self.auto_file, text)
+            files.replace(self.auto_file, text)
         except OSError as err:
             self._throttle(logging.WARNING, "auto", "cannot write %s: %s", self.auto_file, err)
             return
@@ -237,9 +201,8 @@ class Agent:
             "samples": self.stats.samples, "polls": self.stats.polls, "slow_polls": self.stats.slow_polls,
             "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,
             "data_sources": {name: len(due) for name, due in self._due.items()},
-            "dnssd": self._dnssd.state() if self._dnssd is not None else "off",
-            "samplers": {f"{type(s).__name__} {getattr(s, 'ifname', '')}".strip(): {
-                "rate": s.rate, "drops": s.drops} for s in self.samplers},
+            "dnssd": self.source.state(),
+            "samplers": {name: {"rate": s.rate, "drops": s.drops} for name, s in self.samplers.labelled()},
         }
 
     def _write_status(self) -> None:
@@ -314,8 +277,9 @@ class Agent:
         self.poll_due(self._clock(), everything=True)
         self.flush()
 
-    def run(self) -> None:
-        """Run until SIGTERM/SIGINT. SIGHUP re-reads the config file."""
+    def run(self, ready=lambda: None) -> None:
+        """Run until SIGTERM/SIGINT. SIGHUP re-reads the config file. `ready()` is called once
+        the signal handlers are in place (before that, SIGTERM would kill the process)."""
         wakeup_r, wakeup_w = socket.socketpair()
         wakeup_r.setblocking(False)
         wakeup_w.setblocking(False)
@@ -324,6 +288,7 @@ class Agent:
         handlers = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
+            ready()
             self._loop()
         finally:
             for sig, handler in handlers.items():
@@ -376,15 +341,13 @@ class Agent:
 
     def reload(self) -> None:
         """Re-read the config file; a bad file leaves the running settings as they are."""
-        if self._reload_config is None:
-            return
         try:
-            settings = self._reload_config()
+            settings = self.source.reload()
         except Exception as err:
             log.error("keeping the running settings: %s", err)
             return
         try:
-            self.configure(settings)
+            self.apply(settings)
         except Exception as err:  # whatever failed to start, the running parts go on
             log.error("configuration reloaded, but applying it failed: %s", err)
             log.debug("applying the configuration", exc_info=True)
@@ -392,25 +355,11 @@ class Agent:
         log.info("configuration reloaded")
 
     def close(self) -> None:
-        self._configure_dnssd(Settings(dnssd=False))
+        if self.source is not None:
+            self.source.close()
         self.samplers.close()
         for name in list(self.pollers):
             self._remove_poller(name)
         self.transport.close()
         self._selector.close()
 
-
-def _replace_file(path: str, text: str) -> None:
-    """Atomically where the directory allows it; in place where only the file is writable
-    (an unprivileged agent under ProtectSystem=strict may write /etc/hsagent.auto, not /etc)."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-    except OSError:
-        if not os.path.exists(path):
-            raise
-        with open(path, "w") as f:
-            f.write(text)
-        return
-    os.replace(tmp, path)

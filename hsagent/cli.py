@@ -66,15 +66,14 @@ def _load(path: str):
 
 def _with_dnssd(settings, verbose: bool):
     """The file's settings overlaid with what DNS-SD says now (when DNSSD is on)."""
-    if not settings.dnssd:
-        return settings
-    from .config import dnssd
+    from .config.source import lookup_now
 
-    try:
-        result = dnssd.lookup(settings)
-    except dnssd.DnsSdError as err:
-        print(f"DNS-SD: {err} (the agent would use the file's settings until DNS answers)")
-        return settings
+    found = lookup_now(settings)
+    if found.error is not None:
+        print(f"DNS-SD: {found.error} (the agent would use the file's settings until DNS answers)")
+    if found.result is None:
+        return found.settings
+    result = found.result
     if verbose:
         print(f"query: {result.query} (SRV and TXT)")
         print("answers:" if result.answers else "answers: none")
@@ -83,7 +82,7 @@ def _with_dnssd(settings, verbose: bool):
         print(f"smallest TTL: {result.ttl if result.ttl is not None else '-'}")
     for warning in result.warnings:
         print(f"DNS-SD warning: {warning}")
-    return dnssd.apply(settings, result)
+    return found.settings
 
 
 def _check(args) -> int:
@@ -159,8 +158,9 @@ def _run(args) -> int:
     account = _account_to_run_as(settings)
     foreground = args.foreground or args.print_datagrams or args.once
     logs.setup(args.debug, syslog=not foreground)
+    started = None
     if not foreground:
-        daemon.daemonize(args.pidfile)  # before any thread or socket exists
+        started = daemon.daemonize(args.pidfile)  # before any thread or socket exists
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
     agent = Agent(reload_config=lambda: conffile.load(args.config)[0],
@@ -177,11 +177,18 @@ def _run(args) -> int:
             agent.lookup_dnssd_now()
             agent.run_once()
             return 0
-        daemon.notify("READY=1")
-        agent.run()
+        agent.run(ready=lambda: _ready(daemon, started))
     finally:
         agent.close()
     return 0
+
+
+def _ready(daemon, started) -> None:
+    """The agent's signal handlers are in place: tell systemd, and the command that
+    daemonised us (which exits 0 now)."""
+    daemon.notify("READY=1")
+    if started:
+        started()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,9 @@ def _on_sigterm(signum, frame):
 
 def main(args) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Strings are escaped to printable characters (sflow.text.printable); one that the
+    # terminal's encoding lacks (a UTF-8 hostname on an ASCII stdout) is escaped, not fatal.
+    sys.stdout.reconfigure(errors="backslashreplace")
     try:
         if args.pcap:
             return _from_pcap(args.pcap, args.count, args.json)

@@ -12,11 +12,12 @@ import grp
 import os
 import pwd
 
+from . import files as safe_files
 from . import procfs
 
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 KEPT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
-PR_SET_KEEPCAPS = 8
+PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 8, 24, 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 FALLBACK_USERS = ("hsagent", "nobody")
 
@@ -57,14 +58,12 @@ def target_user(configured: str | None) -> pwd.struct_passwd | None:
 
 
 def prepare_paths(account: pwd.struct_passwd, files=(), directories=()) -> None:
-    """Create what the agent writes after the switch, owned by the new user."""
+    """Create what the agent writes after the switch, owned by the new user (never through a
+    link: these paths may lie in directories other users can write)."""
     for directory in directories:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        os.chown(directory, account.pw_uid, account.pw_gid)
+        safe_files.give_directory(directory, account.pw_uid, account.pw_gid)
     for path in files:
-        if not os.path.exists(path):
-            open(path, "a").close()
-        os.chown(path, account.pw_uid, account.pw_gid)
+        safe_files.give_file(path, account.pw_uid, account.pw_gid)
 
 
 def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
@@ -77,6 +76,7 @@ def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
         except KeyError:
             pass  # e.g. no docker group: the docker module will say it cannot connect
     try:
+        _limit_bounding_set(libc)  # needs CAP_SETPCAP: while still root
         if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
         os.setgroups(sorted(groups))
@@ -88,9 +88,21 @@ def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
         if libc.capset(ctypes.byref(header), data) != 0:
             raise OSError(ctypes.get_errno(), "capset")
         libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+        # as the unit's NoNewPrivileges=yes: no program we run gains privileges (setuid, file caps)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     except OSError as err:
         raise PrivilegeError(f"cannot switch to user {account.pw_name}: {err}") from None
     _verify(account)
+
+
+def _limit_bounding_set(libc) -> None:
+    """As the unit's CapabilityBoundingSet=: no capability beyond the kept ones can ever be
+    regained, by us or by any program we run."""
+    last = int(procfs.read_text(procfs.HOST.proc_path("sys", "kernel", "cap_last_cap")))
+    for cap in range(last + 1):
+        if cap not in KEPT_CAPABILITIES and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
 def _verify(account: pwd.struct_passwd) -> None:
@@ -98,7 +110,10 @@ def _verify(account: pwd.struct_passwd) -> None:
     text = procfs.read_text(procfs.HOST.proc_path("self", "status"))
     status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     uids = {int(u) for u in status["Uid"].split()}
-    effective = int(status["CapEff"], 16)
-    if uids != {account.pw_uid} or effective != capability_mask():
+    effective, bounding = int(status["CapEff"], 16), int(status["CapBnd"], 16)
+    no_new_privs = status["NoNewPrivs"].strip()
+    if (uids != {account.pw_uid} or effective != capability_mask()
+            or bounding != capability_mask() or no_new_privs != "1"):
         raise PrivilegeError(f"privileges not dropped as configured (uids {sorted(uids)}, "
-                             f"CapEff {effective:#x})")
+                             f"CapEff {effective:#x}, CapBnd {bounding:#x}, "
+                             f"NoNewPrivs {no_new_privs})")

@@ -23,6 +23,9 @@ mkdir -p "$SITE"
 done
 
 install -D -m 0755 "$HERE/launcher" "$ROOT/usr/bin/hsagent"
+install -D -m 0755 "$HERE/launcher-acld" "$ROOT/usr/bin/hsagent-acld"
+install -D -m 0644 "$TOP/etc/hsagent-acld.conf" "$ROOT/etc/hsagent-acld.conf"
+install -D -m 0644 "$TOP/init/hsagent-acld.service" "$ROOT/lib/systemd/system/hsagent-acld.service"
 install -D -m 0644 "$TOP/etc/hsagent.conf" "$ROOT/etc/hsagent.conf"
 install -D -m 0644 "$HERE/default" "$ROOT/etc/default/hsagent"
 install -D -m 0755 "$TOP/init/hsagent" "$ROOT/etc/init.d/hsagent"

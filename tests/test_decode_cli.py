@@ -9,6 +9,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from hsagent.sflow import records as r
 from hsagent.sflow.datagram import CountersSample, Datagram, encode_datagram
+from hsagent.sflow.pcap import write_udp
 
 PCAP = Path(__file__).parent / "data" / "hsflowd-docker.pcap"
 DECODE = [sys.executable, "-m", "hsagent", "decode"]
@@ -210,3 +212,101 @@ def test_signal_stops_cleanly(listen, signum):
     code, out, err = listener.finish()
     assert code == 0
     assert "Traceback" not in err
+
+
+def _limit_memory():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # far below a trusted 4 GiB
+
+
+@pytest.mark.parametrize("caplen,message", [
+    (0xFFFFFFFF, "captured length 4294967295 is over the 262144-byte maximum"),
+    (1000, "the file ends in the middle of the packet"),
+])
+def test_a_hostile_pcap_record_size_is_refused(tmp_path, caplen, message):
+    path = tmp_path / "hostile.pcap"
+    with open(path, "wb") as f:
+        write_udp(f, [_datagram(1)])
+        at = f.tell()
+        f.write(struct.pack("<IIII", 0, 0, caplen, caplen) + b"\0" * 64)
+    run = subprocess.run(DECODE + ["--pcap", str(path)], capture_output=True, text=True,
+                         timeout=120, preexec_fn=_limit_memory)
+    assert run.returncode == 2
+    assert run.stderr == f"hsagent decode: {path}: record 2 (byte {at}): {message}\n"
+    assert run.stdout.count("startDatagram") == 1  # the good record before it is decoded
+
+
+
+HOSTILE_NAME = b"evil\nendDatagram   ====\nagent 6.6.6.6\x1b[2J\x00\\\xff"  # <= 64 bytes
+ESCAPED_NAME = r"evil\x0aendDatagram   ====\x0aagent 6.6.6.6\x1b[2J\x00\\\xff"
+
+
+def _hostile_datagram() -> bytes:
+    """A host_descr whose hostname is HOSTILE_NAME (bytes no str encodes to), and a port name
+    with printable UTF-8 and an invisible right-to-left override."""
+    placeholder = b"A" * len(HOSTILE_NAME)
+    records = [r.HostDescr(placeholder.decode(), bytes(16), 3, 2, "6.1"),
+               r.PortName("p\u00f6rt\u202e")]
+    sample = CountersSample(2, 1, records, sequence=1)
+    data = encode_datagram(Datagram(ipaddress.ip_address("198.18.0.7"), 0, 1, 1000, [sample]))
+    return data.replace(placeholder, HOSTILE_NAME)
+
+
+@pytest.mark.parametrize("encoding,port_name", [
+    ("ascii", r"p\xf6rt\u202e"),  # what ASCII lacks is escaped too, not fatal
+    ("utf-8", "p\u00f6rt\\u202e"),
+])
+def test_strings_from_a_datagram_are_escaped(listen, monkeypatch, encoding, port_name):
+    monkeypatch.setenv("PYTHONIOENCODING", encoding)
+    listener = listen("--bind", "127.0.0.1", "--count", "2")
+    listener.send(_hostile_datagram(), "127.0.0.1")
+    listener.send(_datagram(2), "127.0.0.1")
+    code, out, err = listener.finish()
+    assert code == 0 and "Traceback" not in err, err
+    lines = out.splitlines()
+    assert sum(line.startswith("endDatagram") for line in lines) == 2  # one per datagram
+    assert sum(line.startswith("agent ") for line in lines) == 2
+    assert "\x1b" not in out and "\x00" not in out
+    assert f"hostname {ESCAPED_NAME}" in lines
+    assert f"ifName {port_name}" in lines
+
+
+def test_json_escapes_the_same_and_keeps_repeated_keys(listen):
+    listener = listen("--bind", "127.0.0.1", "--count", "1", "--json")
+    listener.send(_hostile_datagram(), "127.0.0.1")
+    code, out, _ = listener.finish()
+    assert code == 0 and len(out.splitlines()) == 1
+    elements = json.loads(out)["samples"][0]["elements"]
+    assert elements[0]["hostname"] == ESCAPED_NAME
+    assert elements[1]["ifName"] == "p\u00f6rt\\u202e"
+
+
+def _ipv6_with_extension_headers(kinds) -> bytes:
+    """IPv6 + a chain of extension headers as sflowtool walks it (2 bytes short each step)
+    + UDP: the decoder reports one IP6HeaderExtension per header."""
+    chain = bytearray()
+    for kind, following in zip(kinds, [*kinds[1:], 17]):
+        chain += bytes([following, 0, 0, 0, 0, 0])
+    udp = struct.pack(">HHHH", 5000, 6343, 8, 0)
+    fixed = struct.pack(">IHBB16s16s", 6 << 28, len(chain) + 8, kinds[0], 64,
+                        bytes(15) + b"\1", bytes(15) + b"\2")
+    return fixed + bytes(chain) + udp
+
+
+def test_repeated_header_keys_are_lists_in_json():
+    from hsagent.sflow.datagram import FlowSample, Interface, decode_datagram
+    from hsagent.sflow.text import datagram_json, datagram_lines
+
+    kinds = [0, 60, 43, 44, 51, 60]
+    header = _ipv6_with_extension_headers(kinds)
+    record = r.SampledHeader(r.HEADER_PROTOCOL_IPV6, len(header), 0, header)
+    sample = FlowSample(0, 3, 400, 8000, 0, Interface(0, 3), Interface(0, 0x3FFFFFFF),
+                        [record], sequence=1)
+    data = encode_datagram(Datagram(ipaddress.ip_address("198.18.0.7"), 0, 1, 1000, [sample]))
+    datagram = decode_datagram(data)
+    text = [line.split(" ", 1)[1] for line in datagram_lines(datagram, len(data))
+            if line.startswith("IP6HeaderExtension ")]
+    assert text == [str(k) for k in kinds]
+    element = datagram_json(datagram, len(data))["samples"][0]["elements"][0]
+    assert element["IP6HeaderExtension"] == kinds
+    assert element["UDPDstPort"] == 6343

@@ -26,7 +26,9 @@ SITE_PACKAGE = Path("/usr/lib/python3/dist-packages/hsagent")
 # What the package owns on disk, and must take away again on purge.
 INSTALLED = [SITE_PACKAGE, Path("/usr/bin/hsagent"), Path("/etc/hsagent.conf"),
              Path("/etc/default/hsagent"), Path("/etc/init.d/hsagent"),
-             Path("/lib/systemd/system/hsagent.service"), Path("/etc/hsagent.auto")]
+             Path("/lib/systemd/system/hsagent.service"), Path("/etc/hsagent.auto"),
+             Path("/usr/bin/hsagent-acld"), Path("/etc/hsagent-acld.conf"),
+             Path("/lib/systemd/system/hsagent-acld.service")]
 # Only the system's own tools: nothing from the pyenv that runs pytest.
 SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
               "LANG": "C.UTF-8"}
@@ -97,19 +99,22 @@ def test_archive_contents(deb):
     info = run("dpkg-deb", "--info", str(deb)).stdout
     depends = re.search(r"^ Depends: (.*)$", info, re.M).group(1)
     for dependency in ("python3 (>= 3.11)", "python3-psutil", "python3-docker", "python3-dnspython",
-                       "python3-pyroute2"):
+                       "python3-pyroute2", "python3-aiohttp"):
         assert dependency in depends
     assert re.search(rf"^ Version: {re.escape(VERSION)}$", info, re.M)
     assert run("dpkg-deb", "--field", str(deb), "Architecture").stdout.strip() == "all"
     with tempfile.TemporaryDirectory() as control:
         run("dpkg-deb", "--control", str(deb), control)
         assert Path(control, "conffiles").read_text().split() == [
-            "/etc/hsagent.conf", "/etc/default/hsagent", "/etc/init.d/hsagent"]
+            "/etc/hsagent.conf", "/etc/default/hsagent", "/etc/init.d/hsagent",
+            "/etc/hsagent-acld.conf"]
     listing = run("dpkg-deb", "--contents", str(deb)).stdout.splitlines()
     assert all(" root/root " in line for line in listing), "files must belong to root"
     names = {line.split()[-1].lstrip(".") for line in listing}
     assert {"/usr/bin/hsagent", "/etc/hsagent.conf", "/etc/init.d/hsagent",
-            "/lib/systemd/system/hsagent.service", "/usr/lib/python3/dist-packages/hsagent/cli.py"} <= names
+            "/lib/systemd/system/hsagent.service", "/usr/lib/python3/dist-packages/hsagent/cli.py",
+            "/usr/bin/hsagent-acld", "/etc/hsagent-acld.conf",
+            "/lib/systemd/system/hsagent-acld.service"} <= names
     assert not any("__pycache__" in name for name in names)
     assert (TOP / "packaging" / "debian" / "launcher").read_text().startswith("#!/usr/bin/python3 ")
 
@@ -148,10 +153,25 @@ def test_runs_on_debian_python(installed):
     assert all(p.startswith("/usr/lib/python3/dist-packages/") for p in where[1:]), where
 
 
+def test_acld_runs_on_debian_python(installed):
+    """hsagent-acld with Debian's python3-aiohttp; its unit is installed, valid, not enabled
+    (it needs a token file first)."""
+    assert run("/usr/bin/hsagent-acld", "--version").stdout.strip() == f"hsagent-acld {VERSION}"
+    where = run("/usr/bin/python3", "-I", "-c", "import aiohttp; print(aiohttp.__file__)").stdout
+    assert where.startswith("/usr/lib/python3/dist-packages/")
+    refused = run("/usr/bin/hsagent-acld", "--token-file", "/nonexistent", check=False)
+    assert refused.returncode == 2 and "/nonexistent" in refused.stderr
+    assert not Path("/etc/systemd/system/multi-user.target.wants/hsagent-acld.service").exists()
+    if shutil.which("systemd-analyze"):
+        verified = run("systemd-analyze", "verify", "/lib/systemd/system/hsagent-acld.service",
+                       check=False)
+        assert verified.returncode == 0 and "hsagent-acld" not in verified.stderr, verified.stderr
+
+
 def test_every_module_imports_with_debian_libraries(installed):
     script = ("import importlib, pkgutil, hsagent\n"
               "for m in pkgutil.walk_packages(hsagent.__path__, 'hsagent.'):\n"
-              "    if m.name != 'hsagent.__main__':\n"
+              "    if not m.name.endswith('.__main__'):\n"
               "        importlib.import_module(m.name)\n"
               # pyroute2 is imported inside this function: call it (no psample module is fine)
               "from hsagent.sampling import psample\n"

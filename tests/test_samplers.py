@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from hsagent import procfs
 from hsagent.pollers.interfaces import read_link_speed
-from hsagent.sampling.samplers import sampled_devices
+from hsagent.sampling.afpacket import sampled_devices
 from hsagent.settings import Settings
 
 

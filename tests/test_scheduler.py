@@ -25,7 +25,7 @@ class Clock:
 class FakePoller:
     """Ten interfaces; records when each was polled."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, peers=None):
         self.sources_now = {(0, i) for i in range(1, 11)}
         self.polls = defaultdict(list)  # data source -> times
         self.clock = None

@@ -11,7 +11,9 @@ them; a double-quoted string is one token (so a regex may hold '{', '}' or '=');
 compared without regard to case. Stricter than hsflowd so that a mistake is reported where it
 is made: a setting is `name = value` on one line, and everything lives in one sflow { }.
 hsflowd features hsagent does not implement are skipped with a warning, not an error, so an
-existing hsflowd.conf keeps working.
+existing hsflowd.conf keeps working. Which keys exist, where, and how each value is checked come
+from the declarations in hsagent/settings.py; this module adds only the grammar and what each
+block means.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from hsagent.settings import (DEFAULT_PORT, NflogSettings, PsampleSettings, Collector,
-                              Settings, check_cidr, check_ip, check_range, parse_speed_key,
-                              speed_key)
+from hsagent.settings import (SETTINGS, SPEED_PREFIX, Collector, NflogSettings, PsampleSettings,
+                              Settings, options, parse_speed_key, speed_key)
 
 
 class ConfigError(ValueError):
@@ -42,88 +43,30 @@ class ConfigError(ValueError):
         return f"{self.path}:{self.line}:{self.column}: {self.problem}"
 
 
-# ---------------------------------------------------------------- values
-
-def integer(text: str) -> int:
-    """A whole number; like hsflowd, a K/M/G/T suffix multiplies (10K = 10000)."""
-    if text.isascii() and text.isdigit():
-        return int(text)
-    try:
-        return parse_speed_key(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-
-
-def ranged(name: str) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        return check_range(name, integer(text))
-    return convert
-
-
-def on_off(text: str) -> bool:
-    if text.lower() not in ("on", "off"):
-        raise ValueError(f"{text!r} is not on or off")
-    return text.lower() == "on"
-
-
-def probability(text: str) -> float:
-    if not re.fullmatch(r"[0-9]*\.?[0-9]+", text) or not 0 < float(text) <= 1:
-        raise ValueError(f"{text!r} is not a probability above 0 and at most 1 (e.g. 0.001)")
-    return float(text)
-
-
-def regex(text: str) -> str:
-    try:
-        re.compile(text)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
-    return text
-
-
-def device_name(text: str) -> str:
-    """A Linux interface name, by the kernel's own rule (dev_valid_name)."""
-    if len(text) > 15 or text in (".", "..") or re.search(r"[/:\s]", text):
-        raise ValueError(f"{text!r} is not an interface name (at most 15 characters, no '/' or ':')")
-    return text
-
-
-def domain(text: str) -> str:
-    """A DNS domain; hsflowd writes it with a leading dot (.example.com), which is optional here."""
-    name = text.removeprefix(".").removesuffix(".")
-    labels = name.split(".")
-    if len(name) > 253 or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,63}", label) for label in labels):
-        raise ValueError(f"{text!r} is not a domain name such as .example.com")
-    return name
-
-
-def user_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]+", text):
-        raise ValueError(f"{text!r} is not a user name")
-    return text
-
-
 # ---------------------------------------------------------------- the grammar's tables
+# Derived from the declarations in hsagent/settings.py: key -> (attribute, text -> value).
 
 Converter = Callable[[str], Any]
 
-# Settings in sflow { }: key as hsflowd spells it -> (Settings attribute, converter).
-SFLOW_KEYS: dict[str, tuple[str, Converter]] = {
-    "DNSSD": ("dnssd", on_off),
-    "DNSSD_domain": ("dnssd_domain", domain),
-    "polling": ("polling", ranged("polling")),
-    "counterPollingInterval": ("polling", ranged("polling")),  # hsflowd's older spelling
-    "sampling": ("sampling", ranged("sampling")),
-    "packetSamplingRate": ("sampling", ranged("sampling")),  # hsflowd's older spelling
-    "sampling.bps_ratio": ("sampling_bps_ratio", ranged("sampling.bps_ratio")),
-    "headerBytes": ("header_bytes", ranged("headerBytes")),
-    "datagramBytes": ("datagram_bytes", ranged("datagramBytes")),
-    "agent": ("agent", device_name),
-    "agent.cidr": ("agent_cidr", check_cidr),
-    "agentIP": ("agent_ip", check_ip),
-    "subAgentId": ("sub_agent_id", ranged("subAgentId")),
-    "switchport": ("switchport", regex),
-    "user": ("user", user_name),
-}
+
+def _sflow_keys() -> dict[str, tuple[str, Converter]]:
+    keys = {}
+    for attr, option in SETTINGS.items():
+        if option.key and (option.block is None or option.block_key):
+            keys.update(dict.fromkeys((option.key, *option.aliases), (attr, option.parse)))
+    return keys
+
+
+def _block_keys(block: str, record=None) -> dict[str, tuple[str, Converter]]:
+    """The keys of `block { }`: every field of the record it builds, else the Settings fields
+    declared in it."""
+    if record is not None:
+        return {option.key: (attr, option.parse) for attr, option in options(record).items()}
+    return {option.block_key or option.key: (attr, option.parse)
+            for attr, option in SETTINGS.items() if option.block == block and option.key}
+
+
+SFLOW_KEYS = _sflow_keys()
 
 
 @dataclass(frozen=True)
@@ -140,15 +83,16 @@ class Block:
 def add_collector(parser: Parser, values: dict, where: Token) -> None:
     if "ip" not in values:
         raise parser.at(where, "collector { } without ip = ADDRESS")
-    collector = Collector(values["ip"], values.get("port", DEFAULT_PORT))
+    collector = Collector(**values)
     parser.append("collectors", collector, where, f"collector {collector}")
 
 
 def add_pcap(parser: Parser, values: dict, where: Token) -> None:
-    if "dev" not in values:
+    dev = values.get("pcap_devs")  # what `dev =` sets
+    if dev is None:
         parser.warn(where, "pcap { } without dev: hsagent samples only devices named by dev; ignored")
         return
-    parser.append("pcap_devs", values["dev"], where, f"pcap {{ dev = {values['dev']} }}")
+    parser.append("pcap_devs", dev, where, f"pcap {{ dev = {dev} }}")
 
 
 def enable_dnssd(parser: Parser, values: dict, where: Token) -> None:
@@ -163,19 +107,14 @@ def enable(attr: str, record: Callable[..., Any] = lambda: True):
     return finish
 
 
+# Each block: the record whose declared keys it holds, and what its values mean for Settings.
 BLOCKS = {block.name: block for block in (
-    Block("collector", {"ip": ("ip", check_ip), "udpport": ("port", ranged("udpport"))},
-          add_collector),
-    Block("pcap", {"dev": ("dev", device_name)}, add_pcap),
-    Block("dns-sd", {"domain": ("dnssd_domain", domain),
-                     "server": ("dnssd_server", check_ip),  # hsagent's extension
-                     "port": ("dnssd_port", ranged("udpport"))},  # hsagent's extension
-          enable_dnssd),
+    Block("collector", _block_keys("collector", Collector), add_collector),
+    Block("pcap", _block_keys("pcap"), add_pcap),
+    Block("dns-sd", _block_keys("dns-sd"), enable_dnssd),
     Block("docker", {}, enable("docker")),
-    Block("nflog", {"group": ("group", ranged("nflog.group")),
-                    "probability": ("probability", probability)}, enable("nflog", NflogSettings)),
-    Block("psample", {"group": ("group", ranged("psample.group"))},
-          enable("psample", PsampleSettings)),
+    Block("nflog", _block_keys("nflog", NflogSettings), enable("nflog", NflogSettings)),
+    Block("psample", _block_keys("psample", PsampleSettings), enable("psample", PsampleSettings)),
 )}
 
 SFLOW = Block("sflow", SFLOW_KEYS)
@@ -343,7 +282,7 @@ class Parser:
         elif key is not None:
             attr, convert = block.keys[key]
             self.set(into, attr, self.converted(name, key, convert), name, key)
-        elif block is SFLOW and word.startswith("sampling."):
+        elif block is SFLOW and word.startswith(SPEED_PREFIX.lower()):
             self.speed_sampling(name)
         elif block is SFLOW and word.startswith("polling."):
             self.skip(name, "per-application polling is not implemented by hsagent")
@@ -351,7 +290,7 @@ class Parser:
             raise self.at(name, f"{name.text} belongs inside {' { } or '.join(homes)} {{ }}, "
                                 "not directly in sflow { }")
         elif block is not SFLOW and (word in map(str.lower, SFLOW_KEYS) or word in BLOCKS
-                                     or word.startswith(("sampling.", "polling."))):
+                                     or word.startswith((SPEED_PREFIX.lower(), "polling."))):
             raise self.at(name, f"{name.text} is not a {block.name} setting: is the '}}' that closes "
                                 f"{block.name} {{ (line {opening.line}) missing?")
         elif word in HSFLOWD_TOKENS:
@@ -388,14 +327,14 @@ class Parser:
     def speed_sampling(self, name: Token) -> None:
         """sampling.<speed> = N, the speed spelt as hsflowd does (sampling.1000M is sampling.1G)."""
         try:
-            speed = parse_speed_key(name.text[len("sampling."):])
+            speed = parse_speed_key(name.text[len(SPEED_PREFIX):])
         except ValueError:
             self.skip(name, "application sampling is not implemented by hsagent")
             return
         if speed == 0:
             raise self.at(name, f"{name.text}: a link speed must be above 0")
-        rate = self.converted(name, name.text, ranged("sampling"))
-        self.set(self.speed_rates, speed_key(speed), rate, name, f"sampling.{speed_key(speed)}")
+        rate = self.converted(name, name.text, SETTINGS["sampling_by_speed"].parse)
+        self.set(self.speed_rates, speed_key(speed), rate, name, f"{SPEED_PREFIX}{speed_key(speed)}")
 
     def skip(self, name: Token, why: str) -> None:
         """Consume an hsflowd setting or block hsagent ignores (nested blocks included)."""

@@ -33,8 +33,7 @@ import dns.name
 import dns.resolver
 
 from ..handoff import Handoff
-from ..settings import Collector, Settings, check_range, parse_speed_key, speed_key
-from .conffile import SFLOW_KEYS, integer
+from ..settings import SETTINGS, SPEED_PREFIX, Collector, Settings, parse_speed_key, speed_key
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +113,9 @@ def _query_names(settings: Settings, resolv_conf: str) -> list[dns.name.Name]:
 
 # --- TXT -----------------------------------------------------------------------------------
 
-# The TXT keys hsflowd reads are config-file keys too: same attribute, same checks.
-TXT_KEYS = {key.lower(): SFLOW_KEYS[key] for key in (
-    "polling", "sampling", "sampling.bps_ratio", "headerBytes", "agent", "agent.cidr", "agentIP")}
-SPEED_PREFIX = "sampling."
+# The settings declared `txt=True` (hsflowd's TXT keys): spelt and checked as in the config file.
+TXT_KEYS = {option.key.lower(): (attr, option.parse)
+            for attr, option in SETTINGS.items() if option.txt and option.key}
 
 
 def _shown(raw: bytes) -> str:
@@ -147,7 +145,7 @@ def parse_string(raw: bytes) -> tuple[str, str | None, object] | None:
         speed = parse_speed_key(key[len(SPEED_PREFIX):])
         if not speed:
             raise ValueError("link speed 0 has no sampling rate")
-        return "sampling_by_speed", speed_key(speed), check_range("sampling", integer(value))
+        return "sampling_by_speed", speed_key(speed), SETTINGS["sampling_by_speed"].parse(value)
     raise ValueError(f"unknown key {key!r}")
 
 

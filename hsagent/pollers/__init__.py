@@ -1,41 +1,76 @@
 """Counter pollers: one module per kind of data source.
 
-Each module defines a `Poller` class with this shape (the agent relies on nothing else):
+Each module `hsagent.pollers.<name>` named in REGISTRY has
 
-    Poller(settings)                 build it for these Settings
-    sources() -> iterable of (ds_class, ds_index)
-                                        the data sources it has right now
-    poll(due) -> list[CountersSample]   read counters for the data sources in `due` (a set of
-                                        (ds_class, ds_index)); samples carry sequence 0, the
-                                        datagram builder numbers them
-    apply(settings)                     new settings are in force (optional)
-    close()                             release sockets, threads, files
+    enabled(settings) -> bool        is it wanted with these Settings? (module level, cheap:
+                                     a module imports its heavy libraries only when it starts)
+    Poller(settings, peers=...)      the poller, satisfying the `Poller` protocol below; `peers`
+                                     is a live, read-only view of the other running pollers by
+                                     name, for what pollers offer each other (`HostsDomains`)
 
-and, when it learns of changes from the kernel or a daemon (link events, Docker events):
-
-    fileno()                            readable when events are waiting
-    handle_events()                     take them in; never blocks
-
-A module is imported only when its entry in REGISTRY says it is enabled, so an agent that
-does not watch Docker never loads the Docker SDK.
+Adding a poller is one module plus its name in REGISTRY. A poller is built once and runs until
+new settings disable it; it reads what it needs from the settings it was built with.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
 
-# (module name, enabled for these settings?)
-REGISTRY = [
-    ("host", lambda settings: True),
-    ("interfaces", lambda settings: True),
-    ("docker", lambda settings: settings.docker),
-]
+from ..sflow.datagram import CountersSample
+
+REGISTRY = ("host", "interfaces", "docker")
+
+DataSource = tuple[int, int]  # (ds_class, ds_index) of an sFlow data source
+
+
+class Poller(Protocol):
+    def sources(self) -> Iterable[DataSource]:
+        """The data sources it has right now."""
+
+    def poll(self, due: set[DataSource]) -> list[CountersSample]:
+        """Counters for the data sources in `due`. Samples carry sequence 0: the datagram
+        builder numbers them."""
+
+    def close(self) -> None:
+        """Release sockets, threads, files."""
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """A poller (or sampler) that learns of changes from the kernel or a daemon (link events,
+    Docker events): the agent's selector watches `fileno()` and calls `handle_events()`."""
+
+    def fileno(self) -> int:
+        """Readable when events are waiting."""
+
+    def handle_events(self) -> None:
+        """Take them in; never blocks."""
+
+
+@runtime_checkable
+class HostsDomains(Protocol):
+    """A poller of virtual machines or containers: the host's virt_node reports how many."""
+
+    def domain_count(self) -> int:
+        ...
+
+
+def domain_count(peers: Mapping[str, object]) -> int | None:
+    """Domains hosted by the running pollers; None when none of them hosts any kind."""
+    hosts = [peer for peer in peers.values() if isinstance(peer, HostsDomains)]
+    return sum(host.domain_count() for host in hosts) if hosts else None
+
+
+def module(name: str):
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def enabled_modules(settings) -> list[str]:
-    return [name for name, enabled in REGISTRY if enabled(settings)]
+    return [name for name in REGISTRY if module(name).enabled(settings)]
 
 
 def load(name: str):
     """The Poller class of hsagent.pollers.<name>."""
-    return importlib.import_module(f"{__name__}.{name}").Poller
+    return module(name).Poller

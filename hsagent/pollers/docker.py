@@ -28,8 +28,6 @@ import threading
 import zlib
 from typing import NamedTuple
 
-import docker
-
 from .. import cgroups, netlink, procfs
 from ..handoff import Handoff
 from ..logs import Throttle
@@ -196,6 +194,9 @@ class _Watcher:
 
     def __init__(self, handoff: Handoff, layout: cgroups.Layout, base_url: str,
                  roots: procfs.Roots):
+        import docker  # the SDK (~10 MB) is loaded only when the module is enabled
+
+        self._sdk = docker
         self.handoff, self.layout, self.base_url, self.roots = handoff, layout, base_url, roots
         self.host_cpus = os.cpu_count() or 1
         self.stopping = threading.Event()
@@ -221,7 +222,7 @@ class _Watcher:
 
     def _session(self) -> bool:
         """One connection: list, then follow events until the stream ends. True if it listed."""
-        client = docker.DockerClient(base_url=self.base_url, version="auto")
+        client = self._sdk.DockerClient(base_url=self.base_url, version="auto")
         with self._lock:
             self._client = client
             # Subscribe before listing so that nothing between the two is missed.
@@ -242,7 +243,7 @@ class _Watcher:
             return
         try:
             attrs = client.api.inspect_container(container_id)
-        except docker.errors.NotFound:
+        except self._sdk.errors.NotFound:
             attrs = {}
         container = self._located(attrs) if attrs else None
         self.handoff.post(("update", container) if container else ("remove", container_id))
@@ -275,11 +276,16 @@ class _Watcher:
 
 # --- the poller ---------------------------------------------------------------------
 
-class Poller:
-    """Docker containers as data sources; see the module docstring."""
+def enabled(settings) -> bool:
+    return settings.docker
 
-    def __init__(self, settings, base_url: str = DOCKER_URL, roots: procfs.Roots = procfs.HOST):
-        self.settings = settings
+
+class Poller:
+    """Docker containers as data sources; see the module docstring. It hosts domains
+    (`domain_count`), which the host poller's virt_node counts."""
+
+    def __init__(self, settings, peers=None, base_url: str = DOCKER_URL,
+                 roots: procfs.Roots = procfs.HOST):
         self._roots = roots
         self.host_memory = host_memory_bytes()
         uname = os.uname()

@@ -22,7 +22,9 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Callable, NamedTuple
 
 import psutil
@@ -31,6 +33,7 @@ from .. import procfs
 from ..logs import Throttle
 from ..sflow import records
 from ..sflow.datagram import DS_PHYSICAL, CountersSample
+from . import domain_count
 
 log = logging.getLogger(__name__)
 
@@ -394,13 +397,18 @@ def read_uuid(roots: procfs.Roots) -> bytes:
 
 # --- the poller -----------------------------------------------------------------------
 
-class Poller:
-    """Counters of the physical host (2:1). Set `virt_domains` to a callable returning the number
-    of containers (or None while unknown) to add virt_node, as hsflowd does on a Docker host."""
+def enabled(settings) -> bool:
+    return True
 
-    def __init__(self, settings, roots: procfs.Roots = procfs.HOST,
-                 clock: Callable[[], float] = time.monotonic):
-        self.virt_domains: Callable[[], int | None] | None = None
+
+class Poller:
+    """Counters of the physical host (2:1). `virt_domains` returns the number of containers or
+    VMs (None while unknown, or nothing hosts any): with a number, virt_node is added, as
+    hsflowd does on a Docker host. It counts what the running peers that host domains say."""
+
+    def __init__(self, settings, peers: Mapping[str, object] = MappingProxyType({}),
+                 roots: procfs.Roots = procfs.HOST, clock: Callable[[], float] = time.monotonic):
+        self.virt_domains: Callable[[], int | None] | None = lambda: domain_count(peers)
         self._roots = roots
         self._clock = clock
         self._hz = os.sysconf("SC_CLK_TCK")

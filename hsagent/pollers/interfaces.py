@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from types import MappingProxyType
 from typing import NamedTuple
 
 from .. import netlink, procfs
@@ -138,8 +137,12 @@ def read_link_speed(name: str, roots: procfs.Roots = procfs.HOST) -> int:
     return speed_bps(read_sysfs(name, "speed", roots))
 
 
+def enabled(settings) -> bool:
+    return True
+
+
 class Poller:
-    def __init__(self, settings, roots: procfs.Roots = procfs.HOST):
+    def __init__(self, settings, peers=None, roots: procfs.Roots = procfs.HOST):
         self._roots = roots
         self._ports: dict[int, Port] = {}
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
@@ -153,11 +156,6 @@ class Poller:
             raise
 
     # --- link table --------------------------------------------------------------------
-
-    @property
-    def ports(self):
-        """ifIndex -> Port for every non-loopback interface (read-only view)."""
-        return MappingProxyType(self._ports)
 
     def link_speed(self, ifindex: int) -> int | None:
         """Bits per second (0: unknown) of a link in the table; None for one it does not hold."""

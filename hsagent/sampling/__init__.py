@@ -1,16 +1,61 @@
 """Packet sampling done by the kernel, turned into sFlow flow samples.
 
-Three samplers share one shape, which is all the agent's selector loop relies on:
+Each kind of sampler is one module named in samplers.KINDS, with
 
-    fileno() -> int                 readable when sampled packets are queued
-    read() -> list[FlowSample]      non-blocking; drains at most a bounded batch per call;
-                                    samples carry sequence 0 (DatagramBuilder numbers them)
-    set_rate(n)                     change the 1-in-N rate live, keeping the socket open
-    close()
+    enabled(settings) -> bool               are samplers of this kind wanted? (module level)
+    wanted(settings, links) -> [Wanted]     the samplers these settings want, each with the key
+                                            that says when it needs a new socket, its rate and
+                                            how to open it
+
+and a sampler class satisfying `Sampler`:
 
 - afpacket.PacketSampler: one interface, an AF_PACKET socket with a BPF 1-in-N filter (bpf.py)
 - nflog.NflogSampler: an iptables `statistic` + NFLOG rule feeding a netlink group
 - psample.PsampleSampler: the kernel's psample channel (tc `sample` action, switch ASICs)
 
-flows.py builds the samples for all three, so header and interface conventions live in one place.
+Adding a sampler is one module plus its name in KINDS. flows.py builds the samples for all of
+them, so header and interface conventions live in one place.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, Protocol
+
+from ..sflow.datagram import FlowSample
+
+
+class Sampler(Protocol):
+    """What the agent's selector loop and its status rely on."""
+
+    rate: int  # 1-in-N in force
+    drops: int  # cumulative: sampled packets the kernel could not queue to hsagent
+
+    def fileno(self) -> int:
+        """Readable when sampled packets are queued."""
+
+    def read(self) -> list[FlowSample]:
+        """Non-blocking; drains at most a bounded batch per call. Samples carry sequence 0
+        (the datagram builder numbers them)."""
+
+    def set_rate(self, rate: int) -> None:
+        """Change the rate live, keeping the socket open."""
+
+    def data_sources(self) -> Iterable[int]:
+        """The ifIndexes (ds_index of 0:ifIndex) its flow samples are for."""
+
+    def close(self) -> None:
+        ...
+
+
+class Links(NamedTuple):
+    """The host's interfaces as samplers see them."""
+
+    indexes: Mapping[str, int]  # name -> ifIndex
+    speed: Callable[[str], int]  # name -> bits per second, 0 when unknown
+
+
+class Wanted(NamedTuple):
+    key: tuple  # (kind, what needs a new socket when it changes...); its first two name it in logs
+    rate: int
+    start: Callable[[], Sampler]  # opens the sampler; raises when it cannot

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 import struct
 
 from .. import procfs
 from ..logs import Throttle
 from ..netlink import set_receive_buffer
-from . import bpf, flows
+from . import Wanted, bpf, flows
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +150,32 @@ class PacketSampler:
 
     def close(self) -> None:
         self._sock.close()
+
+
+# --- which interfaces are sampled (see hsagent.sampling) ------------------------------------
+
+def enabled(settings) -> bool:
+    return bool(settings.pcap_devs or settings.switchport)
+
+
+def sampled_devices(settings, names) -> list[str]:
+    """The configured pcap devices that exist, then every switch port, without repeats."""
+    present = set(names)
+    devices = [dev for dev in settings.pcap_devs if dev in present]
+    if settings.switchport:
+        pattern = re.compile(settings.switchport)
+        devices += sorted(n for n in present if pattern.fullmatch(n) and n not in devices)
+    return devices
+
+
+def wanted(settings, links) -> list:
+    """A sampler per pcap device and switch port, at the rate for its link speed."""
+    header_bytes = settings.header_bytes
+    samplers = []
+    for dev in sampled_devices(settings, links.indexes):
+        rate = settings.sampling_rate(links.speed(dev))
+        # The ifindex is in the key: a device deleted and made again needs a new socket.
+        samplers.append(Wanted(("pcap", dev, links.indexes[dev], header_bytes), rate,
+                               lambda d=dev, r=rate: PacketSampler(d, r, header_bytes)))
+    return samplers
+

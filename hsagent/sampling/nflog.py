@@ -25,7 +25,7 @@ from typing import NamedTuple
 from ..netlink import (NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSGHDR, attribute, attributes,
                        error_code, messages, pending_datagrams, set_receive_buffer)
 from ..sflow.datagram import INTERNAL_INTERFACE
-from . import flows
+from . import Wanted, flows
 
 NETLINK_NETFILTER = 12
 
@@ -267,3 +267,17 @@ class NflogSampler:
             self.remove_rule()
         finally:
             self._sock.close()
+
+
+# --- when an NFLOG sampler runs (see hsagent.sampling) --------------------------------------
+
+def enabled(settings) -> bool:
+    return settings.nflog is not None
+
+
+def wanted(settings, links) -> list:
+    nflog = settings.nflog
+    rate = round(1 / nflog.probability) if nflog.probability else settings.sampling
+    return [Wanted(("nflog", nflog.group, nflog.probability is not None, settings.header_bytes), rate,
+                   lambda: NflogSampler.from_settings(settings))]
+

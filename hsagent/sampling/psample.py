@@ -16,7 +16,7 @@ import struct
 from typing import NamedTuple
 
 from ..netlink import attributes, messages, pending_datagrams, set_receive_buffer
-from . import flows
+from . import Wanted, flows
 
 FAMILY_NAME, MULTICAST_GROUP = "psample", "packets"
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -149,3 +149,16 @@ class PsampleSampler:
 
     def close(self) -> None:
         self._sock.close()
+
+
+# --- when a psample sampler runs (see hsagent.sampling) -------------------------------------
+
+def enabled(settings) -> bool:
+    return settings.psample is not None
+
+
+def wanted(settings, links) -> list:
+    group, rate, header_bytes = settings.psample.group, settings.sampling, settings.header_bytes
+    return [Wanted(("psample", group, header_bytes), rate,
+                   lambda: PsampleSampler(group, rate, header_bytes))]
+

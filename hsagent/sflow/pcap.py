@@ -8,6 +8,7 @@ Writing produces Ethernet/IPv4/UDP frames that tshark and sflowtool read as sFlo
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import struct
 from typing import BinaryIO, Iterator, NamedTuple
 
@@ -15,6 +16,9 @@ MAGIC_US, MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6 = 1, 101, 113, 228, 229
 ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD = 0x0800, 0x86DD, 0x8100, 0x88A8
 IPPROTO_UDP = 17
+# libpcap's own ceiling on a record (MAXIMUM_SNAPLEN): a bigger captured length is a
+# corrupt or hostile file, and trusting it would allocate up to 4 GiB.
+MAX_RECORD_BYTES = 262144
 
 
 class PcapError(ValueError):
@@ -43,14 +47,19 @@ def read_udp(stream: BinaryIO) -> Iterator[UdpPacket]:
         raise PcapError(f"not a classic pcap file (magic {head[:4].hex()}; pcapng is not supported)")
     fraction = 1e-9 if magic == MAGIC_NS else 1e-6
     record = struct.Struct(order + "IIII")
-    while True:
+    for number in itertools.count(1):
+        at = stream.tell() if stream.seekable() else None
         rec = stream.read(record.size)
         if len(rec) < record.size:
             return
         seconds, frac, caplen, _ = record.unpack(rec)
+        where = f"record {number}" + (f" (byte {at})" if at is not None else "")
+        if caplen > MAX_RECORD_BYTES:
+            raise PcapError(f"{where}: captured length {caplen} is over the "
+                            f"{MAX_RECORD_BYTES}-byte maximum")
         frame = stream.read(caplen)
         if len(frame) < caplen:
-            raise PcapError("pcap file ends in the middle of a packet")
+            raise PcapError(f"{where}: the file ends in the middle of the packet")
         packet = _udp_from_frame(frame, linktype, seconds + frac * fraction)
         if packet is not None:
             yield packet

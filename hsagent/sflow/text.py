@@ -41,8 +41,38 @@ def address_text(address) -> str:
     return address.exploded if address.version == 6 else str(address)
 
 
+def printable(value: str) -> str:
+    r"""A string from a datagram, safe to print on one line of a terminal.
+
+    sflowtool prints such strings raw, so a hostname holding a newline, an escape sequence
+    or a byte that is not UTF-8 can forge lines, drive the terminal, or stop an ASCII
+    stdout. Here printable characters (and the space) stay as they are and everything else
+    is written as a C-style escape: \\ for the backslash, \xHH for a byte that is not
+    UTF-8 and for control characters, \uHHHH or \UHHHHHHHH for other invisible characters
+    (format controls such as U+202E, line and paragraph separators)."""
+    if value.isprintable() and "\\" not in value:
+        return value
+    return "".join(_escape(char) for char in value)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char == "\\":
+        return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (see xdr.String.unpack)
+        return f"\\x{code - 0xDC00:02x}"
+    if char.isprintable():
+        return char
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _render(xtype, value) -> tuple[str, Any]:
     """(text, JSON value) of one field."""
+    if isinstance(xtype, String):
+        text = printable(value)
+        return text, text
     return xtype.text(value), xtype.json(value)
 
 
@@ -266,4 +296,18 @@ def datagram_json(datagram: Datagram, size: int, source_ip: str = "-",
 
 
 def _object(entries: list[Entry]) -> dict:
-    return {key: value for key, _, value in entries if key is not None}
+    """Entries as one JSON object; a key that occurs more than once (e.g. each IPv6
+    extension header's IP6HeaderExtension) gets the list of its values, in order."""
+    out: dict = {}
+    repeated = set()
+    for key, _, value in entries:
+        if key is None:
+            continue
+        if key not in out:
+            out[key] = value
+        elif key in repeated:
+            out[key].append(value)
+        else:
+            out[key] = [out[key], value]
+            repeated.add(key)
+    return out

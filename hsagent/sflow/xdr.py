@@ -112,7 +112,8 @@ class String(XdrType):
 
     def unpack(self, buf: bytes, off: int, end: int) -> tuple[str, int]:
         data, off = _unpack_opaque(buf, off, end)
-        return data.decode("utf-8", "replace"), off
+        # bytes that are not UTF-8 are kept (as U+DC80-U+DCFF) so printers can show them
+        return data.decode("utf-8", "surrogateescape"), off
 
 
 class Opaque(XdrType):

@@ -1,0 +1,70 @@
+"""The cumulus backend: one policy file per ACL, installed by `cl-acltool -i`.
+
+Cumulus Linux installs every `/etc/cumulus/acl/policy.d/*.rules` file at once with
+`cl-acltool -i`, which programs the kernel and the switch ASIC and rolls back when the install
+fails. Ours are `50<prefix>-<name>.rules` (the priority acl_server used, so they sort among the
+same neighbours); files of any other name are never touched. Each file is written atomically
+(temporary file, fsync, rename, then one fsync of the directory). When cl-acltool refuses,
+the files are put back as they were, so that one bad ACL cannot make later installs fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Mapping
+
+from ..files import sync_dir, write_atomically
+from ..rules import Acl
+from . import run
+
+log = logging.getLogger(__name__)
+
+PRIORITY = "50"
+HEADER = "# Written by hsagent-acld: changes here are overwritten.\n"
+
+
+class CumulusBackend:
+    name = "cumulus"
+
+    def __init__(self, policy_dir: str = "/etc/cumulus/acl/policy.d", prefix: str = "hsacld",
+                 acltool: str = "/usr/cumulus/bin/cl-acltool"):
+        self.policy_dir, self.prefix, self.acltool = policy_dir, prefix, acltool
+        self._ours = re.compile(re.escape(f"{PRIORITY}{prefix}-") + r"([a-z0-9_][a-z0-9_-]*)\.rules\Z")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.policy_dir, f"{PRIORITY}{self.prefix}-{name}.rules")
+
+    def install(self, acls: Mapping[str, Acl]) -> None:
+        before = self._read_ours()
+        wanted = {self.path(name): render(acl) for name, acl in acls.items()}
+        if wanted == before:
+            return  # the files are what cl-acltool last installed
+        try:
+            self._write(wanted, before)
+            run([self.acltool, "-i"])
+        except Exception:
+            self._write(before, self._read_ours())  # as they were, even after a partial write
+            raise
+
+    def _read_ours(self) -> dict[str, bytes]:
+        files = {}
+        for entry in os.scandir(self.policy_dir):
+            if self._ours.match(entry.name) and entry.is_file(follow_symlinks=False):
+                with open(entry.path, "rb") as f:
+                    files[entry.path] = f.read()
+        return files
+
+    def _write(self, wanted: dict[str, bytes], present: dict[str, bytes]) -> None:
+        """Make our files `wanted`, given that they are `present` now."""
+        for path, data in wanted.items():
+            if present.get(path) != data:
+                write_atomically(path, data, sync_directory=False)
+        for path in present.keys() - wanted.keys():
+            os.unlink(path)
+        sync_dir(self.policy_dir)
+
+
+def render(acl: Acl) -> bytes:
+    return (HEADER + "".join(line + "\n" for line in acl.lines())).encode()
