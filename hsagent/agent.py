@@ -64,7 +64,8 @@ class Agent:
         self.agent_ip: str | None = None
         self.agent_device: str | None = None
         self.pollers: dict[str, pollers.Poller] = {}
-        self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler)
+        self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler,
+                                 link_speed=self._link_speed)
         self.ovs = None  # hsagent.ovs.sync.OvsSync while ovs { } is on
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
@@ -168,6 +169,11 @@ class Agent:
         if isinstance(poller, pollers.EventSource):
             self._selector.unregister(poller.fileno())
         poller.close()
+
+    def _link_speed(self, ifindex: int) -> int | None:
+        """From the interface poller's table, which link events keep current."""
+        interfaces = self.pollers.get("interfaces")
+        return None if interfaces is None else interfaces.link_speed(ifindex)
 
     def _watch_sampler(self, sampler) -> None:
         self._selector.register(sampler.fileno(), selectors.EVENT_READ,

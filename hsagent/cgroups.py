@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-PROC = "/proc"
+from . import procfs
+from .procfs import read_text
 
 # v1 controller (as named in /proc/<pid>/cgroup and mount options) for each counter kind
 V1_CPU, V1_MEMORY, V1_IO = "cpuacct", "memory", "blkio"
@@ -77,9 +78,8 @@ def parse_mountinfo(text: str) -> Layout:
     return Layout(v1, v2)
 
 
-def read_layout(proc: str = PROC) -> Layout:
-    with open(f"{proc}/self/mountinfo") as f:
-        return parse_mountinfo(f.read())
+def read_layout(roots: procfs.Roots = procfs.HOST) -> Layout:
+    return parse_mountinfo(read_text(roots.proc_path("self", "mountinfo")))
 
 
 def parse_proc_cgroup(text: str) -> dict[str, str]:
@@ -116,9 +116,8 @@ def _join(mount_point: str, path: str) -> str:
     return mount_point.rstrip("/") + "/" + path.lstrip("/") if path != "/" else mount_point
 
 
-def process_cgroup_dirs(pid: int, layout: Layout, proc: str = PROC) -> CgroupDirs:
-    with open(f"{proc}/{pid}/cgroup") as f:
-        return cgroup_dirs(layout, parse_proc_cgroup(f.read()))
+def process_cgroup_dirs(pid: int, layout: Layout, roots: procfs.Roots = procfs.HOST) -> CgroupDirs:
+    return cgroup_dirs(layout, parse_proc_cgroup(read_text(roots.proc_path(str(pid), "cgroup"))))
 
 
 # --- pure parsers ----------------------------------------------------------------------
@@ -167,19 +166,6 @@ def parse_blkio(text: str) -> tuple[int, int]:
 
 
 # --- readers (each raises OSError when the cgroup is gone) -----------------------------
-
-def read_text(path: str) -> str:
-    """A small kernel file in full. Raw os calls: half the CPU of open() with a text wrapper,
-    which matters when a poll reads several files for each of hundreds of containers."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
-    finally:
-        os.close(fd)
-
 
 def cpu_ms(dirs: CgroupDirs) -> int:
     """CPU time used by the cgroup, in milliseconds."""

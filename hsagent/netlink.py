@@ -20,7 +20,7 @@ from typing import Iterator, NamedTuple
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
@@ -212,7 +212,8 @@ def attribute(atype: int, payload: bytes) -> bytes:
     return NLATTR.pack(length, atype) + payload + bytes(-length % 4)
 
 
-def _error_code(body) -> int:
+def error_code(body) -> int:
+    """The errno of an NLMSG_ERROR message body (0: an acknowledgement)."""
     return -NLMSGERR.unpack_from(body, 0)[0]
 
 
@@ -223,7 +224,7 @@ def open_socket(groups: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
     try:
         if groups:
-            _grow_receive_buffer(sock, EVENT_BUFFER_BYTES)
+            set_receive_buffer(sock, EVENT_BUFFER_BYTES)
             sock.setblocking(False)
         sock.bind((0, groups))
     except OSError:
@@ -232,9 +233,11 @@ def open_socket(groups: int = 0) -> socket.socket:
     return sock
 
 
-def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
+def set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """SO_RCVBUFFORCE (root, or CAP_NET_ADMIN, may exceed net.core.rmem_max), else SO_RCVBUF
+    up to that limit. For every socket that queues bursts: netlink and AF_PACKET alike."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)  # root: past rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
@@ -262,7 +265,7 @@ class Dumper:
                 if rtype == NLMSG_DONE:
                     return
                 if rtype == NLMSG_ERROR:
-                    code = _error_code(body)
+                    code = error_code(body)
                     raise NetlinkError(code, f"netlink dump {mtype}: {os.strerror(code)}")
                 yield rtype, body
 
@@ -276,7 +279,7 @@ class Dumper:
                 if seq != self._seq:
                     continue
                 if rtype == NLMSG_ERROR:
-                    code = _error_code(body)
+                    code = error_code(body)
                     raise NetlinkError(code, f"netlink request {mtype}: {os.strerror(code)}")
                 return body
 

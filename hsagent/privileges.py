@@ -13,6 +13,7 @@ import os
 import pwd
 
 from . import files as safe_files
+from . import procfs
 
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 KEPT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
@@ -98,8 +99,7 @@ def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
 def _limit_bounding_set(libc) -> None:
     """As the unit's CapabilityBoundingSet=: no capability beyond the kept ones can ever be
     regained, by us or by any program we run."""
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last = int(f.read())
+    last = int(procfs.read_text(procfs.HOST.proc_path("sys", "kernel", "cap_last_cap")))
     for cap in range(last + 1):
         if cap not in KEPT_CAPABILITIES and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
@@ -107,7 +107,8 @@ def _limit_bounding_set(libc) -> None:
 
 def _verify(account: pwd.struct_passwd) -> None:
     """Refuse to go on unless the kernel confirms the user and capabilities we asked for."""
-    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    text = procfs.read_text(procfs.HOST.proc_path("self", "status"))
+    status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     uids = {int(u) for u in status["Uid"].split()}
     effective, bounding = int(status["CapEff"], 16), int(status["CapBnd"], 16)
     no_new_privs = status["NoNewPrivs"].strip()

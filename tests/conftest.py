@@ -1,10 +1,17 @@
-"""Fixtures shared by the test files: a loopback sFlow receiver, network namespaces, config files."""
+"""What the test files share: a loopback sFlow receiver, config files, network namespaces and
+veth pairs, the agent as a process, named (BIND) and dockerd, and the `root` and `service`
+markers that tests using them carry (see FIXTURE_MARKERS)."""
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
+import selectors
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -12,14 +19,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
-
 from typing import NamedTuple
 
 import pytest
 
-from hsagent.sflow.datagram import decode_datagram
+from hsagent.sflow.datagram import DatagramBuilder, decode_datagram
 
 HSAGENT = [sys.executable, "-m", "hsagent"]
+HERE = Path(__file__).resolve().parent
 
 
 class Endpoint(NamedTuple):
@@ -72,6 +79,24 @@ class Receiver:
         self._stop = True
         self.sock.close()
         self._thread.join(2)
+
+
+# Fixtures that need root or start a service: every test using one carries the marker, so
+# `-m "not root and not service"` leaves it out without each test having to say so.
+FIXTURE_MARKERS = {
+    "netns": ("root",),
+    "named": ("root", "service"),
+    "own_named": ("root", "service"),
+    "image": ("root", "service"),
+    "private_ovs": ("root", "service"),
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture in FIXTURE_MARKERS.keys() & set(item.fixturenames):
+            for marker in FIXTURE_MARKERS[fixture]:
+                item.add_marker(marker)
 
 
 @pytest.fixture
@@ -287,3 +312,292 @@ def private_ovs(netns):
     finally:  # also after a start that failed half-way
         subprocess.run([OVS_SH, "stop", str(directory)], check=False)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- the agent as a process --------------------------------------------------------------
+
+def run_once(conf, tmp_path, *extra, ns=None, timeout=60):
+    cmd = [*HSAGENT, "--once", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"), *extra]
+    if ns is not None:
+        cmd = ["ip", "netns", "exec", ns.name, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def start_agent(conf, tmp_path, *extra):
+    """hsagent in the foreground; its log goes to tmp_path/agent.log (see agent_log)."""
+    with open(tmp_path / "agent.log", "w") as log:
+        return subprocess.Popen([*HSAGENT, "-f", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"),
+                                 "--runtime-dir", str(tmp_path), *extra], stderr=log)
+
+
+def agent_log(tmp_path) -> str:
+    return (tmp_path / "agent.log").read_text()
+
+
+def stop(proc, timeout=5):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+# --- named (BIND) serving a DNS-SD zone: tests/named.sh ----------------------------------------
+
+ZONE = "hsagent.test"  # the zone `Named.serve` writes: what the agent tests point hsagent at
+NAMED_SH = HERE / "named.sh"
+
+
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP (named listens on both)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def wait_until(predicate, timeout: float):
+    """Poll `predicate` until it returns something true or `timeout` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: named is not our child to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+class Named:
+    """named (BIND) serving one zone from a file on 127.0.0.1 (of `netns`, if given), started
+    by tests/named.sh. `write` replaces the zone file and has a running named reload it;
+    `serve` writes the agent tests' zone around the given records."""
+
+    def __init__(self, workdir: Path, zone: str = ZONE, text: str | None = None, netns=None):
+        self.workdir, self.zone, self.netns = workdir, zone, netns
+        self.zone_file = workdir / f"{zone}.zone"
+        self.port = free_port()
+        self.pid: int | None = None
+        self.serial = 1
+        self._mtime = 0.0
+        if text is None:
+            self.serve("")
+        else:
+            self.write(text)
+
+    def start(self) -> None:
+        prefix = ["ip", "netns", "exec", self.netns.name] if self.netns else []
+        out = subprocess.run([*prefix, "bash", str(NAMED_SH), self.zone, str(self.zone_file),
+                              str(self.port), str(self.workdir / "named")],
+                             check=True, capture_output=True, text=True, timeout=120)
+        self.pid = int(out.stdout.split()[-1])
+
+    def write(self, text: str) -> None:
+        self.zone_file.write_text(text)
+        # named skips a zone file whose mtime is not newer than its last load; an edit within
+        # the same second as start-up (or as the last edit) would go unnoticed
+        self._mtime = max(time.time() + 2, self._mtime + 1)
+        os.utime(self.zone_file, (self._mtime, self._mtime))
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGHUP)
+
+    def serve(self, records: str) -> None:
+        """SOA, NS, collector1 and collector2 on 127.0.0.1, collector6 on ::1, and `records`."""
+        self.serial += 1
+        self.write(f"$TTL 10\n@ IN SOA ns admin ( {self.serial} 3600 600 86400 10 )\n@ IN NS ns\n"
+                   f"ns IN A 127.0.0.1\ncollector1 IN A 127.0.0.1\ncollector2 IN A 127.0.0.1\n"
+                   f"collector6 IN AAAA ::1\n{records}\n")
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if not wait_until(lambda: gone(pid), 5):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def named(tmp_path):
+    """named serving the agent tests' zone (ZONE), empty until the test calls serve()."""
+    server = Named(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def srv(port, target="collector1", ttl=10):
+    return f"_sflow._udp {ttl} IN SRV 0 0 {port} {target}\n"
+
+
+def txt(*pairs, ttl=10):
+    return f"_sflow._udp {ttl} IN TXT ( {' '.join(repr(p).replace(chr(39), chr(34)) for p in pairs)} )\n"
+
+
+# --- two namespaces joined by a veth pair, a UDP sender, samplers read as the agent does ---------
+
+SAMPLING_SRC, SAMPLING_DST, SRC_PORT, DST_PORT = "198.18.1.1", "198.18.1.2", 40_001, 5_555
+PAYLOAD = 200
+
+SENDER = """
+import socket, sys
+src, dst, sport, dport, count, size = sys.argv[1:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, int(sport)))
+data, target = b"s" * int(size), (dst, int(dport))
+for _ in range(int(count)):
+    s.sendto(data, target)
+"""
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def make_veth_pair(ns_a, ns_b, dev_a, dev_b, addr_a, addr_b=None):
+    """Two namespaces joined by a veth pair; IPv6 off; addr_b None: b has no address and a
+    static neighbour entry stands in for ARP."""
+    for ns in (ns_a, ns_b):
+        ip("netns", "add", ns)
+        ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+           "net.ipv6.conf.default.disable_ipv6=1")
+        ip("-n", ns, "link", "set", "lo", "up")
+    ip("link", "add", dev_a, "netns", ns_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b)
+    ip("-n", ns_a, "addr", "add", f"{addr_a}/24", "dev", dev_a)
+    if addr_b:
+        ip("-n", ns_b, "addr", "add", f"{addr_b}/24", "dev", dev_b)
+    ip("-n", ns_a, "link", "set", dev_a, "up")
+    ip("-n", ns_b, "link", "set", dev_b, "up")
+
+
+def delete_namespaces(*names):
+    for ns in names:
+        ip("netns", "del", ns, check=False)
+
+
+def run_in_netns(ns, func, *args, timeout=55):
+    """func(*args) in a fresh Python under `ip netns exec` (which also remounts /sys for the
+    namespace); arguments and result travel pickled. func must be a module-level function."""
+    code = ("import pickle, sys; sys.path[:0] = sys.argv[1:3]; import importlib; "
+            "f = getattr(importlib.import_module(sys.argv[3]), sys.argv[4]); "
+            "r = f(*pickle.loads(sys.stdin.buffer.read())); sys.stdout.buffer.write(pickle.dumps(r))")
+    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, str(HERE),
+                           str(HERE.parent), func.__module__, func.__name__],
+                          input=pickle.dumps(args), capture_output=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return pickle.loads(done.stdout)
+
+
+def start_sender(count, dst=SAMPLING_DST, src=SAMPLING_SRC, size=PAYLOAD, ns=None):
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    return subprocess.Popen([*prefix, sys.executable, "-c", SENDER, src, dst, str(SRC_PORT),
+                             str(DST_PORT), str(count), str(size)])
+
+
+def read_while(sampler, sender, idle=0.3, limit=40.0):
+    """Samples read the way the agent does (selector loop) until the sender has exited and
+    nothing more arrived for `idle` seconds."""
+    samples, deadline = [], time.monotonic() + limit
+    with selectors.DefaultSelector() as selector:
+        selector.register(sampler, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            ready = selector.select(idle)
+            if ready:
+                samples += sampler.read()
+            elif sender.poll() is not None:
+                break
+    sender.wait(timeout=5)
+    assert sender.returncode == 0
+    return samples
+
+
+def to_datagrams(samples) -> list[bytes]:
+    """Encoded datagrams: what crosses back from the namespace (and what the agent sends)."""
+    builder = DatagramBuilder(SAMPLING_SRC)
+    return [d for d in (builder.add(s) for s in samples) if d] + [builder.flush()]
+
+
+def decoded_samples(datagrams) -> list:
+    return [s for d in datagrams if d for s in decode_datagram(d).samples]
+
+
+def within_4_sd(count, n, rate):
+    p = 1 / rate
+    return abs(count - n * p) <= 4 * math.sqrt(n * p * (1 - p))
+
+
+def udp_fields(frame: bytes):
+    """(ethertype, src, dst, protocol, sport, dport) of an Ethernet/IPv4/UDP header."""
+    ethertype = struct.unpack_from(">H", frame, 12)[0]
+    ihl = (frame[14] & 0x0F) * 4
+    sport, dport = struct.unpack_from(">HH", frame, 14 + ihl)
+    return (ethertype, socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]),
+            frame[23], sport, dport)
+
+
+# --- a real dockerd: tests/dockerd.sh (marker `docker`) ---------------------------------------
+
+DOCKERD_SH = HERE / "dockerd.sh"
+LABEL = "hsd-test"  # every test container carries it, so all are removed afterwards
+PREFIX = "hsd-"
+
+def start_dockerd() -> str:
+    return subprocess.run(["bash", str(DOCKERD_SH)], check=True, capture_output=True,
+                          text=True, timeout=120).stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def image():
+    return start_dockerd()
+
+
+@pytest.fixture(scope="session")
+def client(image):
+    import docker
+
+    from hsagent.pollers.docker import DOCKER_URL
+
+    c = docker.DockerClient(base_url=DOCKER_URL, version="auto")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def run(client, image):
+    """Start busybox containers named hsd-...; all are removed afterwards, also on failure."""
+    def start(command, **kwargs):
+        name = f"{PREFIX}{uuid.uuid4().hex[:10]}"
+        return client.containers.run(image, ["sh", "-c", command], name=name, detach=True,
+                                     labels=[LABEL], **kwargs)
+    yield start
+    remove_test_containers(client)
+
+
+def remove_test_containers(client):
+    from docker.errors import NotFound
+
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        try:
+            c.remove(force=True)
+        except NotFound:
+            pass

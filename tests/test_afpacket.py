@@ -7,115 +7,36 @@ disturb the counts. The sampler runs in a process started with `ip netns exec`.
 """
 
 import io
-import math
-import pickle
-import selectors
 import shutil
 import socket
-import struct
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from conftest import (
+    DST_PORT,
+    PAYLOAD,
+    SAMPLING_DST as DST,
+    SAMPLING_SRC as SRC,
+    SRC_PORT,
+    decoded_samples,
+    delete_namespaces,
+    ip,
+    make_veth_pair,
+    read_while,
+    run_in_netns,
+    start_sender,
+    to_datagrams,
+    udp_fields,
+    within_4_sd,
+)
 
 from hsagent.sflow import pcap
-from hsagent.sflow.datagram import IF_INTERNAL, DatagramBuilder, decode_datagram
+from hsagent.sflow.datagram import IF_INTERNAL
+
+pytestmark = pytest.mark.root  # namespaces and AF_PACKET sockets
 
 NS_A, NS_B = "hss-ap-a", "hss-ap-b"
 DEV_A, DEV_B = "hss-ap0", "hss-ap1"
-SRC, DST, SRC_PORT, DST_PORT = "198.18.1.1", "198.18.1.2", 40_001, 5_555
-PAYLOAD = 200
-HERE = Path(__file__).resolve().parent
-
-SENDER = """
-import socket, sys
-src, dst, sport, dport, count, size = sys.argv[1:]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((src, int(sport)))
-data, target = b"s" * int(size), (dst, int(dport))
-for _ in range(int(count)):
-    s.sendto(data, target)
-"""
-
-
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
-
-
-def make_veth_pair(ns_a, ns_b, dev_a, dev_b, addr_a, addr_b=None):
-    """Two namespaces joined by a veth pair; IPv6 off; addr_b None: b has no address and a
-    static neighbour entry stands in for ARP."""
-    for ns in (ns_a, ns_b):
-        ip("netns", "add", ns)
-        ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-           "net.ipv6.conf.default.disable_ipv6=1")
-        ip("-n", ns, "link", "set", "lo", "up")
-    ip("link", "add", dev_a, "netns", ns_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b)
-    ip("-n", ns_a, "addr", "add", f"{addr_a}/24", "dev", dev_a)
-    if addr_b:
-        ip("-n", ns_b, "addr", "add", f"{addr_b}/24", "dev", dev_b)
-    ip("-n", ns_a, "link", "set", dev_a, "up")
-    ip("-n", ns_b, "link", "set", dev_b, "up")
-
-
-def delete_namespaces(*names):
-    for ns in names:
-        ip("netns", "del", ns, check=False)
-
-
-def run_in_netns(ns, func, *args, timeout=55):
-    """func(*args) in a fresh Python under `ip netns exec` (which also remounts /sys for the
-    namespace); arguments and result travel pickled. func must be a module-level function."""
-    code = ("import pickle, sys; sys.path[:0] = sys.argv[1:3]; import importlib; "
-            "f = getattr(importlib.import_module(sys.argv[3]), sys.argv[4]); "
-            "r = f(*pickle.loads(sys.stdin.buffer.read())); sys.stdout.buffer.write(pickle.dumps(r))")
-    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, str(HERE),
-                           str(HERE.parent), func.__module__, func.__name__],
-                          input=pickle.dumps(args), capture_output=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    return pickle.loads(done.stdout)
-
-
-def start_sender(count, dst=DST, src=SRC, size=PAYLOAD, ns=None):
-    prefix = ["ip", "netns", "exec", ns] if ns else []
-    return subprocess.Popen([*prefix, sys.executable, "-c", SENDER, src, dst, str(SRC_PORT),
-                             str(DST_PORT), str(count), str(size)])
-
-
-def read_while(sampler, sender, idle=0.3, limit=40.0):
-    """Samples read the way the agent does (selector loop) until the sender has exited and
-    nothing more arrived for `idle` seconds."""
-    samples, deadline = [], time.monotonic() + limit
-    with selectors.DefaultSelector() as selector:
-        selector.register(sampler, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            ready = selector.select(idle)
-            if ready:
-                samples += sampler.read()
-            elif sender.poll() is not None:
-                break
-    sender.wait(timeout=5)
-    assert sender.returncode == 0
-    return samples
-
-
-def to_datagrams(samples) -> list[bytes]:
-    """Encoded datagrams: what crosses back from the namespace (and what the agent sends)."""
-    builder = DatagramBuilder(SRC)
-    return [d for d in (builder.add(s) for s in samples) if d] + [builder.flush()]
-
-
-def decoded_samples(datagrams) -> list:
-    return [s for d in datagrams if d for s in decode_datagram(d).samples]
-
-
-def within_4_sd(count, n, rate):
-    p = 1 / rate
-    return abs(count - n * p) <= 4 * math.sqrt(n * p * (1 - p))
-
-
 @pytest.fixture(scope="module")
 def veth():
     try:
@@ -168,15 +89,6 @@ def change_rate():
 
 
 # --- tests ---------------------------------------------------------------------------------
-
-def udp_fields(frame: bytes):
-    """(ethertype, src, dst, protocol, sport, dport) of an Ethernet/IPv4/UDP header."""
-    ethertype = struct.unpack_from(">H", frame, 12)[0]
-    ihl = (frame[14] & 0x0F) * 4
-    sport, dport = struct.unpack_from(">HH", frame, 14 + ihl)
-    return (ethertype, socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]),
-            frame[23], sport, dport)
-
 
 @pytest.mark.slow
 def test_one_in_100_of_200000_packets(veth, tmp_path):

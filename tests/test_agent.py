@@ -10,37 +10,9 @@ import time
 
 import pytest
 
-from conftest import HSAGENT, Receiver, record_of
+from conftest import HSAGENT, Receiver, agent_log, record_of, run_once, start_agent, stop
 from hsagent.sflow import records as R
 from hsagent.sflow.datagram import decode_datagram
-
-
-def run_once(conf, tmp_path, *extra, ns=None, timeout=60):
-    cmd = [*HSAGENT, "--once", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"), *extra]
-    if ns is not None:
-        cmd = ["ip", "netns", "exec", ns.name, *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def start_agent(conf, tmp_path, *extra):
-    """hsagent in the foreground; its log goes to tmp_path/agent.log (see agent_log)."""
-    with open(tmp_path / "agent.log", "w") as log:
-        return subprocess.Popen([*HSAGENT, "-f", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"),
-                                 "--runtime-dir", str(tmp_path), *extra], stderr=log)
-
-
-def agent_log(tmp_path) -> str:
-    return (tmp_path / "agent.log").read_text()
-
-
-def stop(proc, timeout=5):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def meminfo_bytes(key):
@@ -122,6 +94,7 @@ def test_cpu_user_grows_a_second_per_busy_cpu_second(receiver, config, tmp_path)
 NS_RECEIVER = """
 import socket, sys, time
 s = socket.socket(); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE: --once sends hundreds at once
 s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); s.settimeout(3)
 while True:
     try: data = s.recv(65535)

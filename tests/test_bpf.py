@@ -37,12 +37,14 @@ def test_negative_rate_is_refused():
         bpf.sample_filter(-1, 128)
 
 
+@pytest.mark.root
 def test_kernel_accepts_the_programs():
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         for rate in (0, 1, 2, 400, 2**31 - 1):
             bpf.attach(sock, bpf.sample_filter(rate, 128))
 
 
+@pytest.mark.root
 def test_kernel_rejects_a_broken_program():
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         with pytest.raises(OSError):
@@ -51,6 +53,7 @@ def test_kernel_rejects_a_broken_program():
             bpf.attach(sock, b"\x06\x00")
 
 
+@pytest.mark.root
 def test_filter_on_a_live_socket_and_replacing_it():
     """Rate 1 passes all our datagrams on lo (each seen twice: sent and received), rate 0
     none; the swap happens on the open socket."""

@@ -60,6 +60,7 @@ def test_an_unwritable_pidfile_fails_the_start_and_says_why(daemon_config, reada
     assert _running_with(conf) == []  # no daemon left behind
 
 
+@pytest.mark.root
 def test_a_refusal_after_detaching_fails_the_start(daemon_config, readable_dir, tmp_path):
     conf = daemon_config(user="nobody")
     (readable_dir / "run").symlink_to(tmp_path)  # an unsafe runtime directory
@@ -69,6 +70,7 @@ def test_a_refusal_after_detaching_fails_the_start(daemon_config, readable_dir, 
     assert _running_with(conf) == []
 
 
+@pytest.mark.root
 def test_a_started_daemon_has_dropped_for_good(daemon_config, readable_dir, receiver):
     conf = daemon_config(user="nobody")
     pidfile = readable_dir / "hsagent.pid"

@@ -3,111 +3,41 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import select
-import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import Named, wait_until
 from hsagent.config import dnssd
 from hsagent.config.dnssd import DnsSdError, DnsSdWatcher
 from hsagent.settings import Collector, Settings
 
-NAMED_SH = Path(__file__).with_name("named.sh")
 ZONE_FILE = Path(__file__).parent / "data" / "zones" / "hsn.test.zone"
 ZONE = "hsn.test"
 TIMEOUT = 0.5  # per query: short, so a dead server costs little test time
 
 
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP (named listens on both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port on 127.0.0.1")
+def edit(server: Named, old: str, new: str) -> None:
+    """Change the zone as an operator does: edit the records, bump the serial, reload (if
+    running)."""
+    text = server.zone_file.read_text()
+    assert text.count(old) == 1 and text.count("2024010101 ; serial") == 1
+    server.write(text.replace(old, new).replace("2024010101 ; serial", "2024010102 ; serial"))
 
 
-def wait_until(predicate, timeout: float):
-    """Poll `predicate` until it returns something true or `timeout` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie counts: named is not our child to reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-class Named:
-    """One named serving a copy of the test zone; the copy can be edited and reloaded."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.zone_file = workdir / "hsn.test.zone"
-        shutil.copy(ZONE_FILE, self.zone_file)
-        self.port = free_port()
-        self.pid: int | None = None
-
-    def start(self) -> None:
-        out = subprocess.run([str(NAMED_SH), ZONE, str(self.zone_file), str(self.port),
-                              str(self.workdir / "named")],
-                             check=True, capture_output=True, text=True, timeout=120)
-        self.pid = int(out.stdout.split()[-1])
-
-    def stop(self) -> None:
-        if self.pid is None:
-            return
-        pid, self.pid = self.pid, None
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        if not wait_until(lambda: gone(pid), 5):
-            os.kill(pid, signal.SIGKILL)
-
-    def edit(self, old: str, new: str) -> None:
-        """Change the zone as an operator does: edit the records, bump the serial, reload (if
-        running)."""
-        text = self.zone_file.read_text()
-        assert text.count(old) == 1 and text.count("2024010101 ; serial") == 1
-        text = text.replace(old, new).replace("2024010101 ; serial", "2024010102 ; serial")
-        self.zone_file.write_text(text)
-        # named skips a zone file whose mtime is not newer than its last load; an edit within
-        # the same second as start-up would go unnoticed
-        later = time.time() + 2
-        os.utime(self.zone_file, (later, later))
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGHUP)
-
-    def settings(self, domain: str = ZONE) -> Settings:
-        return Settings(dnssd_domain=domain, dnssd_server="127.0.0.1", dnssd_port=self.port)
+def settings_for(server: Named, domain: str = ZONE) -> Settings:
+    return Settings(dnssd_domain=domain, dnssd_server="127.0.0.1", dnssd_port=server.port)
 
 
 @pytest.fixture(scope="module")
 def named(tmp_path_factory):
-    """The zone as written, for tests that only read it."""
-    server = Named(tmp_path_factory.mktemp("hsn-named"))
+    """The zone as written, for tests that only read it (this module's zone, not conftest's)."""
+    server = Named(tmp_path_factory.mktemp("hsn-named"), ZONE, ZONE_FILE.read_text())
     try:
         server.start()
         yield server
@@ -118,7 +48,7 @@ def named(tmp_path_factory):
 @pytest.fixture
 def own_named(tmp_path):
     """A named this test may edit, reload and stop."""
-    server = Named(tmp_path)
+    server = Named(tmp_path, ZONE, ZONE_FILE.read_text())
     try:
         server.start()
         yield server
@@ -127,7 +57,7 @@ def own_named(tmp_path):
 
 
 def lookup(server: Named, domain: str = ZONE) -> dnssd.DnsSdResult:
-    return dnssd.lookup(server.settings(domain), timeout=TIMEOUT)
+    return dnssd.lookup(settings_for(server, domain), timeout=TIMEOUT)
 
 
 def dig(server: Named, name: str, rdtype: str) -> list[str]:
@@ -273,7 +203,7 @@ def test_search_list_tried_in_order(named, tmp_path):
 
 def test_reload_changes_collector(own_named):
     assert lookup(own_named).collectors == (Collector("127.0.0.1", 6343),)
-    own_named.edit("_sflow._udp 300 IN SRV 0 0 6343 collector1",
+    edit(own_named, "_sflow._udp 300 IN SRV 0 0 6343 collector1",
                    "_sflow._udp 300 IN SRV 0 0 6343 collector2")
     changed = wait_until(lambda: lookup(own_named).collectors == (Collector("127.0.0.2", 6343),), 5)
     assert changed
@@ -301,7 +231,7 @@ def wait_readable(fd: int, timeout: float) -> bool:
 def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
     caplog.set_level(logging.INFO, logger="hsagent.config.dnssd")
     now = [1000.0]
-    watcher = DnsSdWatcher(own_named.settings(), clock=lambda: now[0], timeout=TIMEOUT,
+    watcher = DnsSdWatcher(settings_for(own_named), clock=lambda: now[0], timeout=TIMEOUT,
                            first_delay=0)
     try:
         assert wait_readable(watcher.fileno(), 5)
@@ -334,7 +264,7 @@ def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
         assert watcher.result.same_config(first)
         assert "last error 0 s ago: _sflow._udp.hsn.test. SRV: no answer" in watcher.state()
 
-        own_named.edit("_sflow._udp 300 IN SRV 0 0 6343 collector1",
+        edit(own_named, "_sflow._udp 300 IN SRV 0 0 6343 collector1",
                        "_sflow._udp 300 IN SRV 0 0 6343 collector2")
         own_named.start()
         watcher.refresh()

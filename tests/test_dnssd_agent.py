@@ -2,72 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
-
-from conftest import HSAGENT, Receiver, record_of
+from conftest import HSAGENT, ZONE, Receiver, agent_log, record_of, srv, start_agent, stop, txt
 from hsagent.sflow import records as R
-from test_agent import agent_log, start_agent, stop
-
-ZONE = "hsagent.test"
-NAMED_SH = Path(__file__).with_name("named.sh")
-
-
-def free_port(kind=socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Named:
-    """named serving one zone on 127.0.0.1 (of `netns`, if given); `serve(records)` rewrites
-    the zone and reloads it."""
-
-    def __init__(self, workdir: Path, netns=None):
-        self.workdir, self.port, self.serial = workdir, free_port(), 1
-        self.zone_file = workdir / f"{ZONE}.zone"
-        self.serve("")
-        prefix = ["ip", "netns", "exec", netns.name] if netns else []
-        self.pid = int(subprocess.run([*prefix, "bash", str(NAMED_SH), ZONE, str(self.zone_file),
-                                       str(self.port), str(workdir / "named")], capture_output=True,
-                                      text=True, check=True).stdout.split()[-1])
-
-    def serve(self, records: str) -> None:
-        self.serial += 1
-        self.zone_file.write_text(
-            f"$TTL 10\n@ IN SOA ns admin ( {self.serial} 3600 600 86400 10 )\n@ IN NS ns\n"
-            f"ns IN A 127.0.0.1\ncollector1 IN A 127.0.0.1\ncollector2 IN A 127.0.0.1\n"
-            f"collector6 IN AAAA ::1\n{records}\n")
-        if self.serial > 2:
-            os.kill(self.pid, signal.SIGHUP)  # named re-reads changed zone files
-
-    def stop(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-
-@pytest.fixture
-def named(tmp_path):
-    server = Named(tmp_path)
-    yield server
-    server.stop()
-
-
-def srv(port, target="collector1", ttl=10):
-    return f"_sflow._udp {ttl} IN SRV 0 0 {port} {target}\n"
-
-
-def txt(*pairs, ttl=10):
-    return f"_sflow._udp {ttl} IN TXT ( {' '.join(repr(p).replace(chr(39), chr(34)) for p in pairs)} )\n"
-
 
 def dns_agent(named, tmp_path, body=""):
     conf = tmp_path / "hsagent.conf"

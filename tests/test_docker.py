@@ -16,59 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from hsagent import cgroups
+from conftest import DOCKERD_SH, LABEL, PREFIX, remove_test_containers, start_dockerd
+from hsagent import cgroups, procfs
 from hsagent.settings import Settings
 from hsagent.sflow import datagram, records
 
-pytestmark = pytest.mark.skipif(shutil.which("dockerd") is None,
-                                reason="docker.io is not installed (no dockerd)")
+pytestmark = [pytest.mark.root, pytest.mark.service,
+              pytest.mark.skipif(shutil.which("dockerd") is None,
+                                 reason="docker.io is not installed (no dockerd)")]
 
 docker = pytest.importorskip("docker")
 from hsagent.pollers import docker as dockmod  # noqa: E402  (needs the SDK)
 
-SCRIPT = Path(__file__).with_name("dockerd.sh")
 GOLDEN = Path(__file__).parent / "data" / "hsflowd-docker.sflowtool.txt"
-LABEL = "hsd-test"
-PREFIX = "hsd-"
 
 
 # --- fixtures and helpers --------------------------------------------------------------
-
-def start_dockerd() -> str:
-    return subprocess.run(["bash", str(SCRIPT)], check=True, capture_output=True,
-                          text=True, timeout=120).stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="session")
-def image():
-    return start_dockerd()
-
-
-@pytest.fixture(scope="session")
-def client(image):
-    c = docker.DockerClient(base_url=dockmod.DOCKER_URL, version="auto")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def run(client, image):
-    """Start busybox containers named hsd-...; all are removed afterwards, also on failure."""
-    def start(command, **kwargs):
-        name = f"{PREFIX}{uuid.uuid4().hex[:10]}"
-        return client.containers.run(image, ["sh", "-c", command], name=name, detach=True,
-                                     labels=[LABEL], **kwargs)
-    yield start
-    remove_test_containers(client)
-
-
-def remove_test_containers(client):
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        try:
-            c.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-
 
 @pytest.fixture
 def poller(image):
@@ -115,48 +78,6 @@ def dirs_of(container) -> cgroups.CgroupDirs:
 
 def read_int(path) -> int:
     return int(Path(path).read_text())
-
-
-# --- pure parts ------------------------------------------------------------------------
-
-def test_indexes_probe_linearly_and_stay_in_range():
-    cid = "ab" * 32
-    first = dockmod.assign_index(cid, set())
-    assert first == dockmod.preferred_index(cid)
-    assert 100000 <= first < 150000
-    assert dockmod.assign_index(cid, {first}) == first + 1
-    assert dockmod.assign_index(cid, {first, first + 1}) == first + 2
-    assert dockmod.assign_index(cid, set(range(first, 150000))) == 100000  # wraps in the range
-
-
-def test_duplicate_names_get_the_short_id():
-    c = dockmod.Container("0123456789abcdef" * 4, "web", 1, False, 1)
-    assert dockmod.unique_hostname(c, set()) == "web"
-    assert dockmod.unique_hostname(c, {"web"}) == "web.0123456789ab"
-
-
-def test_cpu_count_rules():
-    assert dockmod.container_cpus({"NanoCpus": 1_500_000_000}, 8) == 2
-    assert dockmod.container_cpus({"CpuQuota": 50_000, "CpuPeriod": 100_000}, 8) == 1
-    assert dockmod.container_cpus({"CpusetCpus": "0-2,5"}, 8) == 4
-    assert dockmod.container_cpus({"NanoCpus": 0, "CpuQuota": 0, "CpusetCpus": ""}, 8) == 8
-
-
-def test_describe_only_running():
-    attrs = {"Id": "ab" * 32, "Name": "/web", "State": {"Running": True, "Paused": True, "Pid": 42},
-             "HostConfig": {}}
-    assert dockmod.describe(attrs, 2) == dockmod.Container("ab" * 32, "web", 42, True, 2)
-    attrs["State"] = {"Running": False, "Pid": 0}
-    assert dockmod.describe(attrs, 2) is None
-
-
-def test_net_dev_parser_sums_all_but_lo():
-    text = ("Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed "
-            "multicast|bytes packets errs drop fifo colls carrier compressed\n"
-            "    lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n"
-            "  eth0: 572 6 1 2 0 0 0 0 70 1 3 4 0 0 0 0\n"
-            "  eth1: 28 1 0 0 0 0 0 0 30 2 0 0 0 0 0 0\n")
-    assert dockmod.parse_net_dev(text) == [600, 7, 1, 2, 100, 3, 3, 4]
 
 
 # --- against dockerd -------------------------------------------------------------------
@@ -279,7 +200,7 @@ def test_ping_from_the_host_shows_in_net_io(run, poller):
     assert after.rx_bytes - before.rx_bytes >= 20 * 1000
     assert after.tx_packets - before.tx_packets >= 20  # the echo replies
     pid = c.attrs["State"]["Pid"]
-    totals = dockmod.parse_net_dev(Path(f"/proc/{pid}/net/dev").read_text())
+    totals = dockmod.net_dev_totals(procfs.parse_net_dev(Path(f"/proc/{pid}/net/dev").read_text()))
     assert after.rx_bytes <= totals[0] <= after.rx_bytes + 1000  # nothing else talks to it
 
 
@@ -320,7 +241,7 @@ def test_dockerd_restart_keeps_surviving_containers(run, poller, client):
     tracked(poller, c)
     index = poller.indexes[c.id]
     before = decoded(poller, c.id)[records.VirtCpu].cpu_time
-    subprocess.run(["bash", str(SCRIPT), "stop"], check=True, timeout=60)
+    subprocess.run(["bash", str(DOCKERD_SH), "stop"], check=True, timeout=60)
     try:
         time.sleep(1)
         poller.handle_events()

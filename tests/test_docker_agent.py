@@ -8,10 +8,9 @@ import subprocess
 
 from conftest import HSAGENT, record_of
 from hsagent.sflow import records as R
-from test_docker import client, image, run  # noqa: F401  (fixtures: a real dockerd)
 
 
-def test_unprivileged_agent_reports_containers_and_virt_node(run, client, receiver, readable_dir):  # noqa: F811
+def test_unprivileged_agent_reports_containers_and_virt_node(run, client, receiver, readable_dir):
     containers = [run("sleep 600") for _ in range(2)]
     directory = str(readable_dir)
     conf = os.path.join(directory, "hsagent.conf")

@@ -53,6 +53,7 @@ def test_replace_writes_the_whole_file_with_the_mode_asked_for_less_the_umask(tm
     assert os.listdir(tmp_path) == ["auto"]  # no temporary file left behind
 
 
+@pytest.mark.root
 def test_a_link_at_the_path_is_replaced_not_followed(shared_dir, victim):
     link = shared_dir / "hsagent.pid"
     link.symlink_to(victim)
@@ -61,6 +62,7 @@ def test_a_link_at_the_path_is_replaced_not_followed(shared_dir, victim):
     _untouched(victim)
 
 
+@pytest.mark.root
 def test_a_link_at_the_temporary_name_is_not_followed(shared_dir, victim, monkeypatch):
     # the old predictable name, and the random name itself (as if guessed): the random one
     # is created with O_EXCL, so a guess only makes the agent pick another name
@@ -90,6 +92,7 @@ def _as_nobody(function, *args) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+@pytest.mark.root
 def test_only_the_file_writable_means_rewriting_it_in_place(readable_dir):
     # ProtectSystem=strict: /etc/hsagent.auto is writable, /etc is not
     directory = readable_dir / "etc"
@@ -116,6 +119,7 @@ def test_the_in_place_fallback_refuses_links(readable_dir):
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.root
 def test_giving_a_file_away_never_follows_a_link(shared_dir, victim):
     (shared_dir / "auto").symlink_to(victim)
     with pytest.raises(files.UnsafePathError, match="symbolic link"):
@@ -128,6 +132,7 @@ def test_giving_a_file_away_never_follows_a_link(shared_dir, victim):
     assert (shared_dir / "new").stat().st_uid == NOBODY
 
 
+@pytest.mark.root
 def test_the_runtime_directory_must_be_ours_and_private(shared_dir, tmp_path):
     victim_dir = tmp_path / "victim_dir"
     victim_dir.mkdir(mode=0o700)
@@ -154,6 +159,7 @@ def _agent_once(config_path, auto, runtime_dir) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.root
 def test_agent_started_as_root_is_not_tricked_by_planted_links(receiver, config, shared_dir,
                                                                victim, tmp_path):
     conf = config(receiver, user="nobody")

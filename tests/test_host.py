@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from types import SimpleNamespace
 
 import psutil
@@ -100,37 +101,56 @@ def test_mib2_current_kernel_layout_does_not_shift_icmp():
     assert icmp.icmpOutAddrMaskReps == 128
 
 
-def test_proc_stat_full_and_legacy_cpu_lines():
-    full = ("cpu  100 2 30 4000 5 6 7 8 9 10\n"
-            "cpu0 50 1 15 2000 2 3 3 4 4 5\n"
-            "cpu1 50 1 15 2000 3 3 4 4 5 5\n"
-            "intr 4294967306 1 2 3\nctxt 777\nbtime 1\n")
-    stat = host.parse_proc_stat(full, hz=100)
-    assert stat.times_ms == (1000, 20, 300, 40000, 50, 60, 70, 80, 90, 100)
-    assert (stat.interrupts, stat.contexts, stat.cpus) == (10, 777, 2)
+def write_proc(monkeypatch, root, files: dict[str, str]) -> str:
+    """Recorded kernel files under root/proc, and psutil pointed at them (psutil.PROCFS_PATH)."""
+    for path, text in files.items():
+        (root / "proc" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "proc" / path).write_text(text)
+    monkeypatch.setattr(psutil, "PROCFS_PATH", str(root / "proc"))
+    return str(root / "proc")
 
-    legacy = "cpu  100 2 30 4000\ncpu0 100 2 30 4000\n"  # Linux 2.4: four columns, no intr total
-    stat = host.parse_proc_stat(legacy, hz=250)
-    assert stat.times_ms[:4] == (400, 8, 120, 16000)
-    assert stat.times_ms[4:] == (0xFFFFFFFF,) * 6
-    assert stat.interrupts == stat.contexts == 0xFFFFFFFF
 
-    with pytest.raises(ValueError):
-        host.parse_proc_stat("cpu  1 2 3\n", hz=100)
-    with pytest.raises(ValueError):
-        host.parse_proc_stat("intr 5\n", hz=100)
+def cpu_times(hz, *ticks):
+    """psutil.cpu_times() as it reads a /proc/stat cpu line with these columns."""
+    fields = host.CPU_TIME_FIELDS[:len(ticks)]
+    return namedtuple("scputimes", fields)(*(t / hz for t in ticks))
+
+
+def test_cpu_times_full_and_legacy_cpu_lines(tmp_path, monkeypatch):
+    write_proc(monkeypatch, tmp_path, {"stat": (
+        "cpu  100 2 30 4000 5 6 7 8 9 10\n"
+        "cpu0 50 1 15 2000 2 3 3 4 4 5\n"
+        "cpu1 50 1 15 2000 3 3 4 4 5 5\n"
+        "intr 4294967306 1 2 3\nctxt 777\nbtime 1\n")})
+    times = psutil.cpu_times()
+    assert host.cpu_times_ms(times, 100) == (1000, 20, 300, 40000, 50, 60, 70, 80, 90, 100)
+    assert len(psutil.cpu_times(percpu=True)) == 2
+    cpu = host.host_cpu("0 0 0 1/1 1\n", host.cpu_times_ms(times, 100), psutil.cpu_stats(), 2, 0, 0)
+    assert (cpu.interrupts, cpu.contexts, cpu.cpu_num) == (10, 777, 2)
+
+    legacy = cpu_times(250, 100, 2, 30, 4000)  # Linux 2.4: four columns
+    times_ms = host.cpu_times_ms(legacy, hz=250)
+    assert times_ms[:4] == (400, 8, 120, 16000)
+    assert times_ms[4:] == (0xFFFFFFFF,) * 6
 
 
 def test_cpu_ms_wrap_at_32_bits():
     ticks = (2**32 // 10) + 5  # x 1000 / 100 overflows u32
-    stat = host.parse_proc_stat(f"cpu  {ticks} 0 0 0\n", hz=100)
-    assert stat.times_ms[0] == (ticks * 10) % 2**32
+    assert host.cpu_times_ms(cpu_times(100, ticks, 0, 0, 0), 100)[0] == (ticks * 10) % 2**32
 
 
-def test_host_cpu_from_text():
-    text = "cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 9\nctxt 8\n"
-    stat = host.parse_proc_stat(text, 100)
-    cpu = host.host_cpu("0.93 0.43 0.21 3/163 4242\n", stat, "1423.77 2566.38\n", 2596)
+def test_cpu_ms_exact_for_every_tick_count():
+    # seconds are ticks / hz in floating point: the conversion back must not lose a tick
+    for hz in (100, 250, 300, 1000):
+        for ticks in (1, 3, 7, 99, 12345, 2**40 + 3):
+            assert host.cpu_times_ms(cpu_times(hz, ticks, 0, 0, 0), hz)[0] == \
+                (ticks * 1000 // hz) & 0xFFFFFFFF
+
+
+def test_host_cpu_from_values():
+    stats = SimpleNamespace(interrupts=9, ctx_switches=8)
+    times_ms = host.cpu_times_ms(cpu_times(100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 100)
+    cpu = host.host_cpu("0.93 0.43 0.21 3/163 4242\n", times_ms, stats, 1, 2596, 1423)
     assert (cpu.load_one, cpu.proc_run, cpu.proc_total) == (0.93, 2, 163)  # the reader not counted
     assert (cpu.cpu_num, cpu.cpu_speed, cpu.uptime) == (1, 2596, 1423)
     assert (cpu.cpu_user, cpu.cpu_guest_nice, cpu.interrupts, cpu.contexts) == (10, 100, 9, 8)
@@ -138,16 +158,22 @@ def test_host_cpu_from_text():
     assert host.parse_loadavg("0.00 0.00 0.00 0/10 1\n")[3] == 0
 
 
-def test_cpuinfo_mhz():
-    two_cpus = "processor\t: 0\ncpu MHz\t\t: 2596.152\n\nprocessor\t: 1\ncpu MHz\t\t: 1200.0\n"
-    assert host.cpuinfo_mhz(two_cpus) == 2596
-    assert host.cpuinfo_mhz("processor\t: 0\nBogoMIPS\t: 50.00\n") is None  # arm64
+def test_cpu_mhz(tmp_path, monkeypatch):
+    if os.path.exists("/sys/devices/system/cpu/cpufreq/policy0") or \
+            os.path.exists("/sys/devices/system/cpu/cpu0/cpufreq"):
+        pytest.skip("psutil reads the clock from cpufreq here, not /proc/cpuinfo")
+    write_proc(monkeypatch, tmp_path, {"cpuinfo": (
+        "processor\t: 0\ncpu MHz\t\t: 2596.152\n\nprocessor\t: 1\ncpu MHz\t\t: 1200.0\n")})
+    assert host.cpu_mhz(psutil.cpu_freq(percpu=True)) == 2596
+    assert host.cpu_mhz([]) == 0  # arm64: no "cpu MHz" and no cpufreq
 
 
 MEMINFO = """\
 MemTotal:       24684096 kB
 MemFree:        24137400 kB
 MemAvailable:   24350000 kB
+Active:           200000 kB
+Inactive:         150000 kB
 Buffers:            5312 kB
 Cached:           301228 kB
 SwapCached:            0 kB
@@ -160,19 +186,25 @@ HugePages_Total:       0
 VMSTAT = "nr_free_pages 6034350\npgpgin 1195569\npgpgout 745840\npswpin 4294967300\npswpout 0\n"
 
 
-def test_host_memory_from_text():
-    mem = host.host_memory(host.parse_counters(MEMINFO), host.parse_counters(VMSTAT))
+def test_host_memory_from_text(tmp_path, monkeypatch):
+    write_proc(monkeypatch, tmp_path, {"meminfo": MEMINFO, "vmstat": VMSTAT})
+    mem = host.host_memory(psutil.virtual_memory(), psutil.swap_memory(),
+                           host.parse_counters(VMSTAT))
     assert mem == records.HostMemory(
         mem_total=24684096 * 1024, mem_free=24137400 * 1024, mem_shared=8788 * 1024,
         mem_buffers=5312 * 1024, mem_cached=(301228 + 45420) * 1024,
         swap_total=1048572 * 1024, swap_free=1048000 * 1024,
         page_in=1195569, page_out=745840, swap_in=4, swap_out=0)
     assert_round_trip(mem)
+    write_proc(monkeypatch, tmp_path, {"meminfo": "MemFree: 1 kB\n"})
     with pytest.raises(KeyError):
-        host.host_memory(host.parse_counters("MemFree: 1 kB\n"), {})
+        psutil.virtual_memory()
 
 
-def test_local_mounts_dedup_and_filter():
+FILESYSTEMS = "nodev\tproc\nnodev\ttmpfs\n\text4\n\txfs\n\tsquashfs\nnodev\toverlay\n"
+
+
+def test_local_mounts_dedup_and_filter(tmp_path, monkeypatch):
     mounts = """\
 proc /proc proc rw,relatime 0 0
 /dev/vda / ext4 rw,relatime 0 0
@@ -183,18 +215,22 @@ server:/export /mnt/nfs nfs4 rw 0 0
 /dev/vdb1 /mnt/my\\040disk xfs rw 0 0
 overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0
 """
-    assert host.local_mounts(mounts) == ["/", "/mnt/my disk"]
+    # psutil before 6.0 reads the filesystem list even when asked for all partitions
+    write_proc(monkeypatch, tmp_path, {"self/mounts": mounts, "filesystems": FILESYSTEMS})
+    assert host.local_mounts(psutil.disk_partitions(all=True)) == ["/", "/mnt/my disk"]
 
 
-def fake_statvfs(blocks, bfree, bavail, frsize=4096):
-    return SimpleNamespace(f_blocks=blocks, f_bfree=bfree, f_bavail=bavail, f_frsize=frsize)
+def fake_usage(blocks, bfree, bavail, frsize=4096):
+    """psutil.disk_usage() of a filesystem with this statvfs."""
+    return SimpleNamespace(total=blocks * frsize, used=(blocks - bfree) * frsize,
+                           free=bavail * frsize)
 
 
 def test_disk_space_uses_df_percentages():
     total, free, max_used = host.disk_space([
-        fake_statvfs(1000, 600, 500),  # used 400 of 900 usable: 44.44 %
-        fake_statvfs(2000, 200, 100, frsize=1024),  # used 1800 of 1900: 94.73 %
-        fake_statvfs(0, 0, 0),  # pseudo filesystem with no blocks: ignored
+        fake_usage(1000, 600, 500),  # used 400 of 900 usable: 44.44 %
+        fake_usage(2000, 200, 100, frsize=1024),  # used 1800 of 1900: 94.73 %
+        fake_usage(0, 0, 0),  # pseudo filesystem with no blocks: ignored
     ])
     assert total == 1000 * 4096 + 2000 * 1024
     assert free == 500 * 4096 + 100 * 1024
@@ -202,7 +238,7 @@ def test_disk_space_uses_df_percentages():
     assert host.disk_space([]) == (0, 0, -1)
 
 
-def test_disk_io_counts_whole_disks_only():
+def test_disk_io_counts_whole_disks_only(tmp_path, monkeypatch):
     diskstats = """\
    7       0 loop0 50 0 800 5 0 0 0 0 0 0 0 0 0 0 0 0 0
  254       0 vda 100 7 2000 30 40 8 1000 20 0 4028 14730 4928 31 96384 266 2940 99
@@ -210,10 +246,12 @@ def test_disk_io_counts_whole_disks_only():
  253       0 dm-0 90 0 1900 29 40 0 1000 20 0 0 0
  259       0 nvme0n1 1 0 8 1 2 0 16 2 0 0 0
 """
+    write_proc(monkeypatch, tmp_path, {"diskstats": diskstats})
     disks = host.whole_disks(["loop0", "vda", "dm-0", "nvme0n1", "cciss!c0d0"],
                              lambda name: name in ("vda", "nvme0n1", "cciss!c0d0"))
     assert disks == {"vda", "nvme0n1", "cciss/c0d0"}
-    assert host.disk_io(diskstats, disks) == (101, 2008 * 512, 31, 42, 1016 * 512, 22)
+    per_disk = psutil.disk_io_counters(perdisk=True, nowrap=False)
+    assert host.disk_io(per_disk, disks) == (101, 2008 * 512, 31, 42, 1016 * 512, 22)
     record = host.host_disk_io((10, 5, 5000), (2**32 + 1, 1, 2, 3, 4, 5))
     assert record.reads == 1
     assert_round_trip(record)
@@ -249,7 +287,7 @@ def test_host_nics_fallback_without_hardware_nics():
     assert len(host.host_nics(many)) == host.MAX_ADAPTERS
 
 
-def test_host_net_io_sums_named_interfaces():
+def test_host_net_io_sums_named_interfaces(tmp_path, monkeypatch):
     net_dev = """\
 Inter-|   Receive                                      |  Transmit
  face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo ...
@@ -257,7 +295,8 @@ Inter-|   Receive                                      |  Transmit
   eth0: 5000000000  4294967297 1 2 0 0 0 0 300 4 5 6 0 0 0 0
   eth1:  100   2    0    0    0     0          0         0      200       3    0    0    0     0 0 0
 """
-    nio = host.host_net_io(net_dev, {"eth0", "eth1"})
+    write_proc(monkeypatch, tmp_path, {"net/dev": net_dev})
+    nio = host.host_net_io(psutil.net_io_counters(pernic=True, nowrap=False), {"eth0", "eth1"})
     assert nio == records.HostNetIo(5000000100, 3, 1, 2, 500, 7, 5, 6)
     assert_round_trip(nio)
 
@@ -279,9 +318,10 @@ def test_machine_type_and_uuid():
 
 # --- a fixture tree ----------------------------------------------------------------------
 
-def build_tree(root, mountpoint):
+def build_tree(root, mountpoint, monkeypatch):
     files = {
-        "proc/stat": "cpu  100 0 50 1000 0 0 0 0 0 0\ncpu0 100 0 50 1000 0 0 0 0 0 0\nintr 5 1\nctxt 6\n",
+        "proc/stat": "cpu  100 0 50 1000 0 0 0 0 0 0\ncpu0 100 0 50 1000 0 0 0 0 0 0\nintr 5 1\nctxt 6\n"
+                     "btime 1000\n",
         "proc/loadavg": "0.50 0.25 0.10 2/99 123\n",
         "proc/uptime": "100.5 90.0\n",
         "proc/cpuinfo": "processor\t: 0\ncpu MHz\t\t: 1800.000\n",
@@ -290,7 +330,8 @@ def build_tree(root, mountpoint):
         "proc/net/snmp": SNMP_SHUFFLED,
         "proc/net/dev": "h\nh\n  eth0: 10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n",
         "proc/diskstats": " 254 0 vda 1 0 2 3 4 0 5 6 0 0 0\n",
-        "proc/mounts": f"/dev/vda {mountpoint} ext4 rw 0 0\n",
+        "proc/self/mounts": f"/dev/vda {mountpoint} ext4 rw 0 0\n",
+        "proc/filesystems": FILESYSTEMS,
         "etc/machine-id": "3d1219c7c4c5404aaa1f6d2a48adfda4\n",
         "sys/class/net/eth0/ifindex": "2\n",
         "sys/class/net/eth0/iflink": "2\n",
@@ -302,11 +343,12 @@ def build_tree(root, mountpoint):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
     (root / "sys/class/net/eth0/device").mkdir()
+    monkeypatch.setattr(psutil, "PROCFS_PATH", str(root / "proc"))  # what psutil reads
     return procfs.Roots(str(root / "proc"), str(root / "sys"), str(root / "etc"))
 
 
-def test_poller_on_a_fixture_tree(tmp_path):
-    roots = build_tree(tmp_path / "tree", tmp_path)
+def test_poller_on_a_fixture_tree(tmp_path, monkeypatch):
+    roots = build_tree(tmp_path / "tree", tmp_path, monkeypatch)
     poller = host.Poller(None, roots=roots)
     assert poller.sources() == [(2, 1)]
     assert poller.poll({(0, 2)}) == []
@@ -331,8 +373,8 @@ def test_poller_on_a_fixture_tree(tmp_path):
     assert type(poll_records(poller)[0]) is records.HostAdapters
 
 
-def test_unreadable_file_leaves_its_record_out_and_logs_once(tmp_path, caplog):
-    roots = build_tree(tmp_path / "tree", tmp_path)
+def test_unreadable_file_leaves_its_record_out_and_logs_once(tmp_path, caplog, monkeypatch):
+    roots = build_tree(tmp_path / "tree", tmp_path, monkeypatch)
     os.remove(os.path.join(roots.proc, "meminfo"))
     poller = host.Poller(None, roots=roots)
     poller.virt_domains = lambda: 1
@@ -344,8 +386,8 @@ def test_unreadable_file_leaves_its_record_out_and_logs_once(tmp_path, caplog):
     assert len([r for r in caplog.records if "host_memory" in r.getMessage()]) == 1
 
 
-def test_slow_changing_lists_refresh_every_60_s(tmp_path):
-    roots = build_tree(tmp_path / "tree", tmp_path)
+def test_slow_changing_lists_refresh_every_60_s(tmp_path, monkeypatch):
+    roots = build_tree(tmp_path / "tree", tmp_path, monkeypatch)
     now = [1000.0]
     poller = host.Poller(None, roots=roots, clock=lambda: now[0])
     poll_records(poller)

@@ -95,6 +95,7 @@ def test_init_script_header_is_lsb():
     assert "$network" in fields["Required-Start"]
 
 
+@pytest.mark.root
 def test_start_status_reload_stop(init_script, receivers):
     first, second = receivers
     write_conf(init_script.conf, first)
@@ -132,6 +133,7 @@ def test_start_status_reload_stop(init_script, receivers):
     assert init_script("stop").returncode == 0, "stop when stopped must succeed"
 
 
+@pytest.mark.root
 def test_start_with_bad_config_fails(init_script):
     init_script.conf.write_text("sflow {\n  collector { ip = not-an-address }\n}\n")
     started = init_script("start")

@@ -13,10 +13,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import Endpoint, record_of
+from conftest import Endpoint, record_of, run_once
 from hsagent.sflow import records as R
 from hsagent.sflow.pcap import write_udp
-from test_agent import run_once
 
 
 def free_udp_port() -> int:

@@ -6,7 +6,7 @@ import struct
 import subprocess
 
 import pytest
-from test_afpacket import (
+from conftest import (
     decoded_samples,
     delete_namespaces,
     make_veth_pair,
@@ -144,6 +144,7 @@ def sample_received(count):
             socket.if_nametoindex(DEV_B))
 
 
+@pytest.mark.root
 def test_one_percent_of_100000_received_packets(veth):
     datagrams, drops, installed, rule_count, removed, ifindex = run_in_netns(
         NS_B, sample_received, 100_000)

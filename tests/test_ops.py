@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import HSAGENT
 from hsagent.logs import Throttle
 
@@ -84,6 +86,7 @@ def test_repeated_errors_are_logged_once_then_counted(caplog):
     assert caplog.records[-1].getMessage() == "cannot send to collector"
 
 
+@pytest.mark.root
 def test_refuses_to_run_when_it_cannot_become_the_configured_user(receiver, config, tmp_path):
     result = subprocess.run([*HSAGENT, "-f", "-c", config(receiver, user="no-such-user"), "--auto-file",
                              str(tmp_path / "auto"), "--runtime-dir", str(tmp_path)],

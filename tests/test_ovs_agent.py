@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HSAGENT, PrivateOvs, Receiver, in_netns
-from test_dnssd_agent import ZONE, Named, srv, txt
+from conftest import HSAGENT, ZONE, Named, PrivateOvs, Receiver, in_netns, srv, txt
 from hsagent.sflow.datagram import CountersSample
 
 AGENT = "198.18.0.5"
@@ -161,6 +160,7 @@ def test_a_dns_sd_change_reaches_ovsdb_within_a_second(ovs_agent, private_ovs):
     (private_ovs.dir / "dns").mkdir()
     named = Named(private_ovs.dir / "dns", netns=private_ovs.ns)
     try:
+        named.start()
         named.serve(srv(ovs_agent.collector.port) + txt("txtvers=1", "polling=4"))
         ovs_agent.start(sources=f"  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 port = {named.port} }}")
         within(lambda: br0(private_ovs) and br0_values(private_ovs)["polling"] == 4, 15)

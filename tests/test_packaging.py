@@ -17,7 +17,7 @@ import pytest
 
 from conftest import Receiver
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]  # builds and installs a .deb
 
 TOP = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((TOP / "pyproject.toml").read_text())["project"]["version"]

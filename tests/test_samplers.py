@@ -6,8 +6,9 @@ import json
 import sys
 from types import MappingProxyType
 
+from hsagent import procfs
+from hsagent.pollers.interfaces import read_link_speed
 from hsagent.sampling.afpacket import sampled_devices
-from hsagent.sampling.samplers import link_speed
 from hsagent.settings import Settings
 
 
@@ -19,12 +20,14 @@ def test_configured_devices_that_exist_then_switch_ports():
 
 
 def test_link_speed_from_sysfs(tmp_path):
+    net = tmp_path / "class" / "net"
     for name, text in (("fast", "25000\n"), ("down", "-1\n"), ("odd", "x\n")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "speed").write_text(text)
-    assert link_speed("fast", str(tmp_path)) == 25_000_000_000
-    assert link_speed("down", str(tmp_path)) == link_speed("odd", str(tmp_path)) == 0
-    assert link_speed("missing", str(tmp_path)) == 0
+        (net / name).mkdir(parents=True)
+        (net / name / "speed").write_text(text)
+    roots = procfs.Roots(sys=str(tmp_path))
+    assert read_link_speed("fast", roots) == 25_000_000_000
+    assert read_link_speed("down", roots) == read_link_speed("odd", roots) == 0
+    assert read_link_speed("missing", roots) == 0
 
 
 def test_rates_follow_speed_rules():

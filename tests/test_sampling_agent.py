@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from conftest import HSAGENT, record_of
-from test_dnssd_agent import ZONE, Named, srv, txt
+from conftest import HSAGENT, ZONE, Named, record_of, srv, txt
 from hsagent.privileges import capability_mask
 from hsagent.sflow import records as R
 from hsagent.sflow.datagram import FlowSample, decode_datagram
@@ -174,6 +173,7 @@ def test_root_started_agent_runs_as_nobody_with_two_capabilities_and_keeps_sampl
 def test_a_dns_sd_rate_change_swaps_the_filter_without_a_gap(pair, tmp_path):
     a, b = pair
     named = Named(tmp_path, netns=a)
+    named.start()
     try:
         def dns_conf(port):
             named.serve(srv(port, ttl=10) + txt("polling=2", "sampling.10G=100", ttl=10))

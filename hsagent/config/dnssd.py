@@ -15,14 +15,13 @@ Choices where hsflowd leaves room (section 7 of the reference):
   skipped with a warning and never affects the others.
 
 dnspython is blocking, so `DnsSdWatcher` runs the lookups in one thread and hands results to
-the agent's loop through a pipe.
+the agent's loop through a `Handoff`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import random
 import threading
 import time
@@ -33,6 +32,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from ..handoff import Handoff
 from ..settings import SETTINGS, SPEED_PREFIX, Collector, Settings, parse_speed_key, speed_key
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,8 @@ def describe(result: DnsSdResult) -> str:
 # --- background lookups --------------------------------------------------------------------
 
 class DnsSdWatcher:
-    """Runs lookups in one background thread; the agent's loop reads results through a pipe.
+    """Runs lookups in one background thread; the agent's loop takes results
+    through a `Handoff`.
 
     The loop waits for `fileno()` to become readable and then calls `handle_events()`, which
     returns a new result only when it would change the configuration. Failures are logged
@@ -347,15 +348,13 @@ class DnsSdWatcher:
         # a random start in [0, 1) s spreads a fleet that boots together
         delay = random.uniform(0, 1) if first_delay is None else first_delay
         self._next_at = clock() + delay
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
+        self._handoff = Handoff()
         self._thread = threading.Thread(target=self._run, args=(delay,), name="dnssd",
                                         daemon=True)
         self._thread.start()
 
     def fileno(self) -> int:
-        return self._read_fd
+        return self._handoff.fileno()
 
     @property
     def result(self) -> DnsSdResult | None:
@@ -369,11 +368,7 @@ class DnsSdWatcher:
 
     def handle_events(self) -> DnsSdResult | None:
         """Call when fileno() is readable: a result that changes the configuration, or None."""
-        try:
-            while os.read(self._read_fd, 512):
-                pass
-        except BlockingIOError:
-            pass
+        self._handoff.take()
         with self._lock:
             latest = self._latest
         if latest is None or latest.same_config(self._delivered):
@@ -402,33 +397,30 @@ class DnsSdWatcher:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        # a lookup in progress ends within its timeouts; the thread closes the write end itself,
-        # so a late finish can never write into a reused descriptor
+        # a lookup in progress ends within its timeouts; one finishing later finds the
+        # handoff closed and posts nothing
         self._thread.join(timeout=self._timeout)
-        os.close(self._read_fd)
+        self._handoff.close()
 
     # thread side
 
     def _run(self, delay: float) -> None:
         failures = 0
-        try:
-            while True:
-                self._wake.wait(delay)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                try:
-                    fresh = lookup(self._settings, self._timeout)
-                except DnsSdError as error:
-                    failures += 1
-                    delay = next_delay(None, failures)
-                    self._failed(error, failures, delay)
-                else:
-                    delay = next_delay(fresh, 0)
-                    self._succeeded(fresh, failures, delay)
-                    failures = 0
-        finally:
-            os.close(self._write_fd)
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                fresh = lookup(self._settings, self._timeout)
+            except DnsSdError as error:
+                failures += 1
+                delay = next_delay(None, failures)
+                self._failed(error, failures, delay)
+            else:
+                delay = next_delay(fresh, 0)
+                self._succeeded(fresh, failures, delay)
+                failures = 0
 
     def _failed(self, error: DnsSdError, failures: int, delay: float) -> None:
         with self._lock:
@@ -456,9 +448,5 @@ class DnsSdWatcher:
         self._notify()
 
     def _notify(self) -> None:
-        if self._stop.is_set():
-            return
-        try:
-            os.write(self._write_fd, b"!")
-        except (BlockingIOError, BrokenPipeError):
-            pass  # a wake-up is already pending, or the loop has closed its end
+        if not self._stop.is_set():
+            self._handoff.post()

@@ -2,9 +2,9 @@
 
 One background thread talks to dockerd: it lists the running containers, follows the events
 stream, inspects each container that changes and works out where its counters live (cgroup
-directories, pid, network adapters). It hands each result to the agent's loop through a queue
-and wakes the loop with a byte on a pipe; `handle_events` (called when `fileno()` is readable)
-applies them to the container table. Polls read only small kernel files, never the Docker API:
+directories, pid, network adapters). It hands each result to the agent's loop through a
+`Handoff`; `handle_events` (called when `fileno()` is readable) applies them to the container
+table. Polls read only small kernel files, never the Docker API:
 cgroup CPU/memory/block I/O (hsagent.cgroups) and /proc/<pid>/net/dev for network totals.
 
 Adapters (ifIndex and MAC inside the container's network namespace) are read once per container
@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
 import threading
 import zlib
 from typing import NamedTuple
 
-from .. import cgroups, netlink
+from .. import cgroups, netlink, procfs
+from ..handoff import Handoff
+from ..logs import Throttle
 from ..sflow import records
 from ..sflow.datagram import DS_LOGICAL, DS_PHYSICAL, CountersSample
 from .host import machine_type
@@ -37,12 +38,12 @@ from .host import machine_type
 log = logging.getLogger(__name__)
 
 DOCKER_URL = "unix:///var/run/docker.sock"
-PROC = "/proc"
 INDEX_BASE, INDEX_SPAN = 100000, 50000  # hsflowd's range for containers
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
 # Events after which a container is re-inspected (or, for destroy, dropped).
 WATCHED_ACTIONS = ("start", "die", "destroy", "rename", "pause", "unpause", "stop", "kill")
 MAX_ADAPTERS = 32
+BLOCKS = ("disk", "memory", "cpu", "net")  # the counter blocks read per poll, hsflowd's order
 U32_MASK = 0xFFFFFFFF
 
 
@@ -120,18 +121,11 @@ def container_uuid(container_id: str) -> bytes:
 
 # --- counters -> records (pure) --------------------------------------------------------
 
-def parse_net_dev(text: str) -> list[int]:
+def net_dev_totals(interfaces: dict[str, procfs.NetDev]) -> list[int]:
     """rx/tx bytes, packets, errs and drops summed over the interfaces (lo excluded) of a
     /proc/<pid>/net/dev: the container's own network namespace."""
-    totals = [0] * 8
-    for line in text.splitlines()[2:]:
-        name, _, values = line.partition(":")
-        if name.strip() == "lo":
-            continue
-        v = values.split()
-        for i, column in enumerate((0, 1, 2, 3, 8, 9, 10, 11)):
-            totals[i] += int(v[column])
-    return totals
+    return [sum(column) for column in zip(procfs.NetDev(*[0] * 8), *(
+        counters for name, counters in interfaces.items() if name != "lo"))]
 
 
 def virt_net_io(totals: list[int]) -> records.VirtNetIo:
@@ -175,9 +169,10 @@ def read_adapters(pid: int) -> tuple:
     return tuple(records.Adapter(link.index, [link.mac]) for link in links[:MAX_ADAPTERS])
 
 
-def locate(container: Container, layout: cgroups.Layout, proc: str = PROC) -> Container:
+def locate(container: Container, layout: cgroups.Layout,
+           roots: procfs.Roots = procfs.HOST) -> Container:
     """The container with its cgroup directories filled in (raises OSError)."""
-    return container._replace(dirs=cgroups.process_cgroup_dirs(container.pid, layout, proc))
+    return container._replace(dirs=cgroups.process_cgroup_dirs(container.pid, layout, roots))
 
 
 def adapters_of(container: Container) -> tuple:
@@ -191,31 +186,24 @@ def adapters_of(container: Container) -> tuple:
 # --- the events thread -----------------------------------------------------------------
 
 class _Watcher:
-    """Talks to dockerd on its own thread; results go to `inbox`, a byte to `wake_fd`.
+    """Talks to dockerd on its own thread; results go to the loop through `handoff`.
 
     Messages: ("snapshot", [Container]) after each (re)connection, ("update", Container) and
     ("remove", container id).
     """
 
-    def __init__(self, inbox: queue.SimpleQueue, wake_fd: int, layout: cgroups.Layout,
-                 base_url: str):
+    def __init__(self, handoff: Handoff, layout: cgroups.Layout, base_url: str,
+                 roots: procfs.Roots):
         import docker  # the SDK (~10 MB) is loaded only when the module is enabled
 
         self._sdk = docker
-        self.inbox, self.wake_fd, self.layout, self.base_url = inbox, wake_fd, layout, base_url
+        self.handoff, self.layout, self.base_url, self.roots = handoff, layout, base_url, roots
         self.host_cpus = os.cpu_count() or 1
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._client = None
         self._stream = None
         self.thread = threading.Thread(target=self._run, name="hsagent-docker", daemon=True)
-
-    def _post(self, message) -> None:
-        self.inbox.put(message)
-        try:
-            os.write(self.wake_fd, b"!")
-        except BlockingIOError:  # the pipe is full, so a wake-up is already pending
-            pass
 
     def _run(self) -> None:
         backoff = BACKOFF_FIRST_S
@@ -242,7 +230,7 @@ class _Watcher:
         if self.stopping.is_set():
             return False
         running = client.containers.list(filters={"status": "running"})
-        self._post(("snapshot", [c for c in map(self._located, (c.attrs for c in running)) if c]))
+        self.handoff.post(("snapshot", [c for c in map(self._located, (c.attrs for c in running)) if c]))
         log.info("watching %d running containers on %s", len(running), self.base_url)
         for event in self._stream:
             if event.get("Action") in WATCHED_ACTIONS:
@@ -251,21 +239,21 @@ class _Watcher:
 
     def _changed(self, client, container_id: str, action: str) -> None:
         if action == "destroy":
-            self._post(("remove", container_id))
+            self.handoff.post(("remove", container_id))
             return
         try:
             attrs = client.api.inspect_container(container_id)
         except self._sdk.errors.NotFound:
             attrs = {}
         container = self._located(attrs) if attrs else None
-        self._post(("update", container) if container else ("remove", container_id))
+        self.handoff.post(("update", container) if container else ("remove", container_id))
 
     def _located(self, attrs: dict) -> Container | None:
         container = describe(attrs, self.host_cpus)
         if container is None:
             return None
         try:
-            return locate(container, self.layout)
+            return locate(container, self.layout, self.roots)
         except (OSError, KeyError) as e:  # it stopped meanwhile, or no cgroup we can read
             log.debug("skipping container %s: %s", container.name, e)
             return None
@@ -296,8 +284,9 @@ class Poller:
     """Docker containers as data sources; see the module docstring. It hosts domains
     (`domain_count`), which the host poller's virt_node counts."""
 
-    def __init__(self, settings, peers=None, base_url: str = DOCKER_URL, proc: str = PROC):
-        self.proc = proc
+    def __init__(self, settings, peers=None, base_url: str = DOCKER_URL,
+                 roots: procfs.Roots = procfs.HOST):
+        self._roots = roots
         self.host_memory = host_memory_bytes()
         uname = os.uname()
         self._machine_type = machine_type(uname.machine)
@@ -306,29 +295,19 @@ class Poller:
         self.indexes: dict[str, int] = {}  # container id -> ds_index, for its lifetime
         self._by_index: dict[int, str] = {}
         self._hostnames: dict[str, str] = {}  # container id -> hostname
-        self._warned: set = set()
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._watcher = _Watcher(self._inbox, self._wake_w, cgroups.read_layout(proc), base_url)
+        self._throttle = Throttle(log, interval=3600)
+        self._handoff = Handoff()
+        self._watcher = _Watcher(self._handoff, cgroups.read_layout(roots), base_url, roots)
         self._watcher.thread.start()
 
     # agent loop interface
 
     def fileno(self) -> int:
-        return self._wake_r
+        return self._handoff.fileno()
 
     def handle_events(self) -> None:
         """Apply what the events thread found. Never blocks."""
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        while True:
-            try:
-                kind, payload = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+        for kind, payload in self._handoff.take():
             if kind == "snapshot":
                 self._apply_snapshot(payload)
             elif kind == "update":
@@ -354,8 +333,7 @@ class Poller:
 
     def close(self) -> None:
         self._watcher.stop()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._handoff.close()
 
     # container table
 
@@ -385,19 +363,20 @@ class Poller:
         self._hostnames.pop(container_id, None)
         index = self.indexes.pop(container_id, None)
         self._by_index.pop(index, None)
-        self._warned = {key for key in self._warned if key[0] != container_id}
+        for block in BLOCKS:
+            self._throttle.clear(f"{container_id}:{block}")
 
     # one sample
 
     def _sample(self, c: Container, index: int) -> CountersSample | None:
         """All blocks for one container; None if it vanished meanwhile (no made-up values)."""
-        net_dev = f"{self.proc}/{c.pid}/net/dev"
+        net_dev = self._roots.proc_path(str(c.pid), "net", "dev")
         blocks = {}
         readers = (  # in hsflowd's record order
             ("disk", lambda: virt_disk_io(cgroups.block_io(c.dirs))),
             ("memory", lambda: virt_memory(cgroups.memory(c.dirs), self.host_memory)),
             ("cpu", lambda: virt_cpu(c, cgroups.cpu_ms(c.dirs))),
-            ("net", lambda: virt_net_io(parse_net_dev(cgroups.read_text(net_dev)))),
+            ("net", lambda: virt_net_io(net_dev_totals(procfs.parse_net_dev(procfs.read_text(net_dev))))),
         )
         for block, read in readers:
             try:
@@ -405,7 +384,9 @@ class Poller:
             except (OSError, ValueError) as e:
                 if self._vanished(c):
                     return None
-                self._warn_once(c, block, e)
+                self._throttle(logging.WARNING, f"{c.id}:{block}",
+                               "container %s: cannot read its %s counters (%s); leaving them out",
+                               c.name, block, e)
         return CountersSample(DS_LOGICAL, index, [
             records.HostAdapters(list(c.adapters)),
             *blocks.values(),
@@ -415,10 +396,4 @@ class Poller:
         ])
 
     def _vanished(self, c: Container) -> bool:
-        return not (cgroups.exists(c.dirs) and os.path.isdir(f"{self.proc}/{c.pid}/ns"))
-
-    def _warn_once(self, c: Container, block: str, error: Exception) -> None:
-        if (c.id, block) not in self._warned:
-            self._warned.add((c.id, block))
-            log.warning("container %s: cannot read its %s counters (%s); leaving them out",
-                        c.name, block, error)
+        return not (cgroups.exists(c.dirs) and os.path.isdir(self._roots.proc_path(str(c.pid), "ns")))

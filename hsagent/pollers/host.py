@@ -1,8 +1,13 @@
 """The physical host, data source 2:1: CPU, memory, disk, network and TCP/IP counters.
 
-Every block is read from the kernel's text files by a thin reader and turned into its record by a
-pure function below, which the tests also feed with recorded text. A block whose file cannot be read
-is left out of the sample (logged once) rather than sent as zeros. Records go out in hsflowd's
+What psutil reads (CPU times and stats, memory and swap, partitions and their usage, disk and NIC
+I/O, boot time, CPU clock) is read through psutil; the kernel's files are parsed here only for
+what psutil lacks: paging and swapping in pages (/proc/vmstat), process counts (/proc/loadavg,
+whose load averages come along), MIB-II by column name (/proc/net/snmp), which NICs are hardware
+and the host UUID. Each block is a thin read turned into its record by a pure function below,
+which the tests also feed with values they build. psutil reads under `psutil.PROCFS_PATH`, so a
+test points it and `procfs.Roots` at the same fixture tree. A block that cannot be read is left
+out of the sample (logged, rate-limited) rather than sent as zeros. Records go out in hsflowd's
 order: virt_node (when the agent knows the container count), adapters, the four MIB-II groups,
 disk, memory, cpu, net I/O, descr. Units and "unknown" values: shared/SFLOW_REFERENCE.md section 4.
 
@@ -22,7 +27,10 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Callable, NamedTuple
 
+import psutil
+
 from .. import procfs
+from ..logs import Throttle
 from ..sflow import records
 from ..sflow.datagram import DS_PHYSICAL, CountersSample
 from . import domain_count
@@ -34,7 +42,6 @@ SLOW_REFRESH_S = 60.0
 MAX_ADAPTERS = 32  # hsflowd's cap per host_adapters record
 U32_MASK = 0xFFFFFFFF
 UNKNOWN_COUNTER = 0xFFFFFFFF  # a u32 counter this kernel does not have
-SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
 
 
@@ -93,40 +100,20 @@ def host_descr(uname: os.uname_result, uuid_bytes: bytes) -> records.HostDescr:
 
 # --- host_cpu ----------------------------------------------------------------------------
 
-class ProcStat(NamedTuple):
-    """What host_cpu needs from /proc/stat."""
-
-    times_ms: tuple  # user nice system idle iowait irq softirq steal guest guest_nice (u32 ms)
-    interrupts: int
-    contexts: int
-    cpus: int  # per-CPU lines, i.e. online CPUs
+# psutil.cpu_times() fields in host_cpu's order; a kernel too old for one has no such field.
+CPU_TIME_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+                   "guest", "guest_nice")
 
 
-_CPU_TIME_FIELDS = 10
-
-
-def parse_proc_stat(text: str, hz: int) -> ProcStat:
-    """Aggregate `cpu` times converted from ticks to ms; columns an old kernel lacks are unknown."""
-    times = None
-    interrupts = contexts = UNKNOWN_COUNTER
-    cpus = 0
-    for line in text.splitlines():
-        if line.startswith("cpu"):
-            if line[3] == " ":
-                ticks = [int(v) for v in line.split()[1:_CPU_TIME_FIELDS + 1]]
-                if len(ticks) < 4:
-                    raise ValueError(f"cpu line with {len(ticks)} columns: {line!r}")
-                times = tuple((t * 1000 // hz) & U32_MASK for t in ticks)
-                times += (UNKNOWN_COUNTER,) * (_CPU_TIME_FIELDS - len(times))
-            else:
-                cpus += 1
-        elif line.startswith("intr "):
-            interrupts = int(line.split(" ", 2)[1]) & U32_MASK  # the total; per-IRQ counts follow
-        elif line.startswith("ctxt "):
-            contexts = int(line.split()[1]) & U32_MASK
-    if times is None:
-        raise ValueError("no aggregate cpu line")
-    return ProcStat(times, interrupts, contexts, cpus)
+def cpu_times_ms(times, hz: int) -> tuple:
+    """psutil's CPU times (seconds, i.e. the kernel's ticks / hz) as u32 milliseconds, the
+    kernel's tick count converted as ticks * 1000 // hz; a field this kernel lacks is unknown."""
+    values = []
+    for name in CPU_TIME_FIELDS:
+        seconds = getattr(times, name, None)
+        values.append(UNKNOWN_COUNTER if seconds is None
+                      else (round(seconds * hz) * 1000 // hz) & U32_MASK)
+    return tuple(values)
 
 
 def parse_loadavg(text: str) -> tuple[float, float, float, int, int]:
@@ -136,29 +123,24 @@ def parse_loadavg(text: str) -> tuple[float, float, float, int, int]:
     return float(one), float(five), float(fifteen), max(running - 1, 0), total
 
 
-def parse_uptime(text: str) -> int:
-    return int(float(text.split()[0]))
+def cpu_mhz(frequencies) -> int:
+    """The first CPU's clock in MHz from psutil.cpu_freq(percpu=True); 0 (unknown) without."""
+    return int(frequencies[0].current) if frequencies else 0
 
 
-def cpuinfo_mhz(text: str) -> int | None:
-    """The first CPU's "cpu MHz" (x86 and some others; ARM kernels do not print it)."""
-    for line in text.splitlines():
-        if line.startswith("cpu MHz"):
-            return int(float(line.partition(":")[2]))
-    return None
-
-
-def host_cpu(loadavg: str, stat: ProcStat, uptime: str, mhz: int) -> records.HostCpu:
+def host_cpu(loadavg: str, times_ms: tuple, stats, cpus: int, mhz: int,
+             uptime: int) -> records.HostCpu:
+    """`stats` is psutil.cpu_stats(); `uptime` whole seconds."""
     one, five, fifteen, running, total = parse_loadavg(loadavg)
-    user, nice, system, idle, wio, intr, sintr, steal, guest, guest_nice = stat.times_ms
+    user, nice, system, idle, wio, intr, sintr, steal, guest, guest_nice = times_ms
     return records.HostCpu(
         one, five, fifteen, running, total,
-        cpu_num=stat.cpus,
+        cpu_num=cpus,
         cpu_speed=mhz,
-        uptime=parse_uptime(uptime),
+        uptime=uptime,
         cpu_user=user, cpu_nice=nice, cpu_system=system, cpu_idle=idle, cpu_wio=wio,
         cpu_intr=intr, cpu_sintr=sintr,
-        interrupts=stat.interrupts, contexts=stat.contexts,
+        interrupts=stats.interrupts & U32_MASK, contexts=stats.ctx_switches & U32_MASK,
         cpu_steal=steal, cpu_guest=guest, cpu_guest_nice=guest_nice,
     )
 
@@ -166,7 +148,7 @@ def host_cpu(loadavg: str, stat: ProcStat, uptime: str, mhz: int) -> records.Hos
 # --- host_memory -------------------------------------------------------------------------
 
 def parse_counters(text: str) -> dict[str, int]:
-    """`/proc/meminfo` ("Name:  123 kB") and `/proc/vmstat` ("name 123") lines as a dict."""
+    """`/proc/vmstat` lines ("name 123") as a dict."""
     values = {}
     for line in text.splitlines():
         parts = line.split()
@@ -175,19 +157,19 @@ def parse_counters(text: str) -> dict[str, int]:
     return values
 
 
-def host_memory(meminfo: dict[str, int], vmstat: dict[str, int]) -> records.HostMemory:
-    kib = 1024
+def host_memory(memory, swap, vmstat: dict[str, int]) -> records.HostMemory:
+    """From psutil.virtual_memory() and swap_memory() (bytes, as free(1) counts them: cached
+    includes SReclaimable, slab the kernel gives back on demand; shared is Shmem, where hsflowd
+    sends 0, which reads as a real "nothing shared"), and /proc/vmstat for paging in pages
+    (psutil has swapping in bytes only, and no paging)."""
     return records.HostMemory(
-        mem_total=meminfo["MemTotal"] * kib,
-        mem_free=meminfo["MemFree"] * kib,
-        # hsflowd sends 0, which reads as a real "nothing shared"; Shmem is what free(1) and
-        # sysinfo() report as shared.
-        mem_shared=meminfo.get("Shmem", 0) * kib,
-        mem_buffers=meminfo["Buffers"] * kib,
-        # SReclaimable (slab caches the kernel gives back on demand) is as good as page cache.
-        mem_cached=(meminfo["Cached"] + meminfo.get("SReclaimable", 0)) * kib,
-        swap_total=meminfo["SwapTotal"] * kib,
-        swap_free=meminfo["SwapFree"] * kib,
+        mem_total=memory.total,
+        mem_free=memory.free,
+        mem_shared=memory.shared,
+        mem_buffers=memory.buffers,
+        mem_cached=memory.cached,
+        swap_total=swap.total,
+        swap_free=swap.free,
         page_in=vmstat.get("pgpgin", UNKNOWN_COUNTER) & U32_MASK,
         page_out=vmstat.get("pgpgout", UNKNOWN_COUNTER) & U32_MASK,
         swap_in=vmstat.get("pswpin", UNKNOWN_COUNTER) & U32_MASK,
@@ -197,13 +179,9 @@ def host_memory(meminfo: dict[str, int], vmstat: dict[str, int]) -> records.Host
 
 # --- host_disk_io ------------------------------------------------------------------------
 
-def _unescape_mount(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
-
-
-def local_mounts(mounts: str) -> list[str]:
-    """Mount points of local read-write block-device filesystems, one per device.
+def local_mounts(partitions) -> list[str]:
+    """Mount points of local read-write block-device filesystems, one per device, from
+    psutil.disk_partitions(all=True).
 
     Like hsflowd: the device must be under /dev/ (which leaves out tmpfs, overlay, NFS and other
     pseudo or remote filesystems) and mounted read-write (read-only images such as snaps' squashfs
@@ -211,33 +189,31 @@ def local_mounts(mounts: str) -> list[str]:
     subvolumes) counts once.
     """
     seen, points = set(), []
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or not fields[0].startswith("/dev/") or fields[0] in seen:
+    for p in partitions:
+        if not p.device.startswith("/dev/") or p.device in seen or "ro" in p.opts.split(","):
             continue
-        if "ro" in fields[3].split(","):
-            continue
-        seen.add(fields[0])
-        points.append(_unescape_mount(fields[1]))
+        seen.add(p.device)
+        points.append(p.mountpoint)
     return points
 
 
-def disk_space(stats: list[os.statvfs_result]) -> tuple[int, int, int]:
-    """(total bytes, available bytes, fullest partition's use in percent x 100 or -1).
+def disk_space(usages) -> tuple[int, int, int]:
+    """(total bytes, available bytes, fullest partition's use in percent x 100 or -1) from
+    psutil.disk_usage() of each partition.
 
     Use is df's: used / (used + available to unprivileged users), so reserved blocks do not
-    make a partition look emptier than df says.
+    make a partition look emptier than df says. (psutil's own `percent` is the same ratio,
+    rounded to 0.1 %: too coarse for hundredths.)
     """
     total = free = 0
     max_used = -1
-    for st in stats:
-        if not st.f_blocks:
+    for usage in usages:
+        if not usage.total:
             continue
-        total += st.f_blocks * st.f_frsize
-        free += st.f_bavail * st.f_frsize
-        used = st.f_blocks - st.f_bfree
-        if used + st.f_bavail:
-            max_used = max(max_used, used * 10000 // (used + st.f_bavail))
+        total += usage.total
+        free += usage.free
+        if usage.used + usage.free:
+            max_used = max(max_used, usage.used * 10000 // (usage.used + usage.free))
     return total, free, max_used
 
 
@@ -252,20 +228,12 @@ def whole_disks(names: list[str], has_device: Callable[[str], bool]) -> set[str]
     return {name.replace("!", "/") for name in names if has_device(name)}
 
 
-def disk_io(diskstats: str, disks: set[str]) -> tuple[int, int, int, int, int, int]:
-    """(reads, bytes read, read ms, writes, bytes written, write ms) summed over `disks`."""
-    reads = sectors_read = read_ms = writes = sectors_written = write_ms = 0
-    for line in diskstats.splitlines():
-        f = line.split()
-        if len(f) >= 11 and f[2] in disks:
-            reads += int(f[3])
-            sectors_read += int(f[5])
-            read_ms += int(f[6])
-            writes += int(f[7])
-            sectors_written += int(f[9])
-            write_ms += int(f[10])
-    return (reads, sectors_read * SECTOR_BYTES, read_ms,
-            writes, sectors_written * SECTOR_BYTES, write_ms)
+def disk_io(per_disk: dict, disks: set[str]) -> tuple[int, int, int, int, int, int]:
+    """(reads, bytes read, read ms, writes, bytes written, write ms) summed over `disks`, from
+    psutil.disk_io_counters(perdisk=True, nowrap=False) (the kernel's raw running totals)."""
+    chosen = [io for name, io in per_disk.items() if name in disks]
+    return tuple(sum(getattr(io, field) for io in chosen) for field in (
+        "read_count", "read_bytes", "read_time", "write_count", "write_bytes", "write_time"))
 
 
 def host_disk_io(space: tuple[int, int, int], io: tuple) -> records.HostDiskIo:
@@ -314,17 +282,17 @@ def host_adapters(nics: list[Nic]) -> records.HostAdapters:
     return records.HostAdapters([records.Adapter(n.if_index, [n.mac]) for n in nics])
 
 
-def host_net_io(net_dev: str, names: set[str]) -> records.HostNetIo:
-    """Totals of /proc/net/dev over `names` (raw running totals, 32-bit ones wrapped)."""
-    totals = [0] * 8
-    for line in net_dev.splitlines()[2:]:
-        name, _, values = line.partition(":")
-        if name.strip() in names:
-            v = values.split()
-            # receive: bytes packets errs drop ...(4 more); transmit: bytes packets errs drop ...
-            for i, column in enumerate((0, 1, 2, 3, 8, 9, 10, 11)):
-                totals[i] += int(v[column])
-    b_in, p_in, e_in, d_in, b_out, p_out, e_out, d_out = totals
+# psutil.net_io_counters() fields in host_net_io's order
+NET_IO_FIELDS = ("bytes_recv", "packets_recv", "errin", "dropin",
+                 "bytes_sent", "packets_sent", "errout", "dropout")
+
+
+def host_net_io(per_nic: dict, names: set[str]) -> records.HostNetIo:
+    """Totals over the NICs in `names` of psutil.net_io_counters(pernic=True, nowrap=False):
+    the kernel's raw running totals, the 32-bit ones wrapped."""
+    chosen = [io for name, io in per_nic.items() if name in names]
+    b_in, p_in, e_in, d_in, b_out, p_out, e_out, d_out = (
+        sum(getattr(io, field) for io in chosen) for field in NET_IO_FIELDS)
     return records.HostNetIo(
         b_in, p_in & U32_MASK, e_in & U32_MASK, d_in & U32_MASK,
         b_out, p_out & U32_MASK, e_out & U32_MASK, d_out & U32_MASK,
@@ -420,17 +388,6 @@ def read_nics(roots: procfs.Roots) -> list[Nic]:
     return nics
 
 
-def read_cpu_mhz(roots: procfs.Roots) -> int:
-    """CPU clock in MHz from /proc/cpuinfo, else cpufreq's maximum, else 0 (unknown)."""
-    text = _read_optional(roots.proc_path("cpuinfo"))
-    mhz = cpuinfo_mhz(text) if text else None
-    if mhz is None:
-        khz = _read_optional(
-            roots.sys_path("devices", "system", "cpu", "cpu0", "cpufreq", "cpuinfo_max_freq"))
-        mhz = int(khz) // 1000 if khz and khz.strip().isdigit() else 0
-    return mhz
-
-
 def read_uuid(roots: procfs.Roots) -> bytes:
     return host_uuid(
         _read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # root may read it
@@ -456,12 +413,14 @@ class Poller:
         self._clock = clock
         self._hz = os.sysconf("SC_CLK_TCK")
         self._descr = host_descr(os.uname(), read_uuid(roots))
-        self._failing: set[str] = set()
+        self._throttle = Throttle(log, interval=3600)
         self._refresh_at = float("-inf")
         self._nics: list[Nic] | None = None
         self._mounts: list[str] | None = None
         self._disks: set[str] | None = None
+        self._cpus = 0
         self._mhz = 0
+        self._boot_time: float | None = None
 
     def sources(self):
         return [HOST_SOURCE]
@@ -491,37 +450,42 @@ class Poller:
         """Nothing to release: every file is opened and closed within a poll."""
 
     def _refresh(self):
+        """What changes rarely: the NICs, mounts, disks, CPUs and their clock, the boot time
+        (which moves only when the wall clock is stepped)."""
         roots = self._roots
-        self._mhz = read_cpu_mhz(roots)
+        self._cpus = self._try("cpu count", lambda: len(psutil.cpu_times(percpu=True))) or 0
+        self._mhz = self._try("cpu clock", lambda: cpu_mhz(psutil.cpu_freq(percpu=True))) or 0
+        self._boot_time = self._try("boot time", psutil.boot_time)
         self._nics = self._try("network adapters", lambda: host_nics(read_nics(roots)))
-        self._mounts = self._try(
-            "mounts", lambda: local_mounts(procfs.read_text(roots.proc_path("mounts"))))
+        self._mounts = self._try("mounts", lambda: local_mounts(psutil.disk_partitions(all=True)))
         block = roots.sys_path("block")
         self._disks = self._try("block devices", lambda: whole_disks(
             os.listdir(block), lambda name: os.path.exists(os.path.join(block, name, "device"))))
 
     def _try(self, what: str, read: Callable):
-        """`read()`, or None when it failed; each failure is logged once until it recovers."""
+        """`read()`, or None when it failed; a failure is logged at once, then hourly while it
+        lasts, and again at once should it come back after a recovery."""
         try:
             value = read()
         except (OSError, ValueError, KeyError, IndexError) as e:
-            if what not in self._failing:
-                self._failing.add(what)
-                log.warning("host %s left out: %s", what, e)
+            self._throttle(logging.WARNING, what, "host %s left out: %s", what, e)
             return None
-        self._failing.discard(what)
+        self._throttle.clear(what)
         return value
 
     def _proc(self, *parts: str) -> str:
         return procfs.read_text(self._roots.proc_path(*parts))
 
-    def _host_cpu(self) -> records.HostCpu:
-        stat = parse_proc_stat(self._proc("stat"), self._hz)
-        return host_cpu(self._proc("loadavg"), stat, self._proc("uptime"), self._mhz)
+    def _host_cpu(self) -> records.HostCpu | None:
+        if self._boot_time is None:
+            return None
+        return host_cpu(self._proc("loadavg"), cpu_times_ms(psutil.cpu_times(), self._hz),
+                        psutil.cpu_stats(), self._cpus, self._mhz,
+                        int(time.time() - self._boot_time))
 
     def _host_memory(self) -> records.HostMemory:
-        meminfo = parse_counters(self._proc("meminfo"))
-        return host_memory(meminfo, parse_counters(self._proc("vmstat")))
+        return host_memory(psutil.virtual_memory(), psutil.swap_memory(),
+                           parse_counters(self._proc("vmstat")))
 
     def _mib2_groups(self) -> list:
         return mib2_groups(self._proc("net", "snmp"))
@@ -529,18 +493,20 @@ class Poller:
     def _host_disk_io(self) -> records.HostDiskIo | None:
         if self._mounts is None or self._disks is None:
             return None
-        stats = []
+        usages = []
         for point in self._mounts:
             try:
-                stats.append(os.statvfs(point))
+                usages.append(psutil.disk_usage(point))
             except OSError:
                 continue  # unmounted since the last refresh
-        return host_disk_io(disk_space(stats), disk_io(self._proc("diskstats"), self._disks))
+        return host_disk_io(disk_space(usages), disk_io(
+            psutil.disk_io_counters(perdisk=True, nowrap=False), self._disks))
 
     def _host_net_io(self) -> records.HostNetIo | None:
         if self._nics is None:
             return None
-        return host_net_io(self._proc("net", "dev"), {n.name for n in self._nics})
+        return host_net_io(psutil.net_io_counters(pernic=True, nowrap=False),
+                           {n.name for n in self._nics})
 
     def _virt_node(self, cpu, memory) -> records.VirtNode | None:
         domains = self.virt_domains() if self.virt_domains is not None else None

@@ -13,7 +13,8 @@ import errno
 import logging
 from typing import NamedTuple
 
-from .. import netlink
+from .. import netlink, procfs
+from ..logs import Throttle
 from ..netlink import IFF_LOOPBACK, IFF_PROMISC, IFF_RUNNING, IFF_UP, Link, LinkStats
 from ..sflow.datagram import DS_IFINDEX, CountersSample
 from ..sflow.records import EthernetCounters, IfCounters, PortName
@@ -21,7 +22,6 @@ from ..sflow.xdr import U32_MAX
 
 log = logging.getLogger(__name__)
 
-SYSFS_NET = "/sys/class/net"
 IFTYPE_ETHERNET = 6  # ethernetCsmacd: what hsflowd reports for every Linux interface
 DIRECTION = {"full": 1, "half": 2}  # ifDirection; anything else is 0 (unknown)
 UNKNOWN = U32_MAX
@@ -124,13 +124,17 @@ def needs_sysfs(old: Link | None, new: Link) -> bool:
 
 # --- I/O -----------------------------------------------------------------------------------
 
-def read_sysfs(name: str, attribute: str) -> str | None:
+def read_sysfs(name: str, attribute: str, roots: procfs.Roots = procfs.HOST) -> str | None:
     """One /sys/class/net attribute; None when unreadable (speed of a down veth: EINVAL)."""
     try:
-        with open(f"{SYSFS_NET}/{name}/{attribute}") as f:
-            return f.read()
+        return procfs.read_text(roots.sys_path("class", "net", name, attribute))
     except OSError:
         return None
+
+
+def read_link_speed(name: str, roots: procfs.Roots = procfs.HOST) -> int:
+    """The link speed in bits per second, 0 when unknown: the one reader of it."""
+    return speed_bps(read_sysfs(name, "speed", roots))
 
 
 def enabled(settings) -> bool:
@@ -138,12 +142,13 @@ def enabled(settings) -> bool:
 
 
 class Poller:
-    def __init__(self, settings, peers=None):
+    def __init__(self, settings, peers=None, roots: procfs.Roots = procfs.HOST):
+        self._roots = roots
         self._ports: dict[int, Port] = {}
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
         self._events = netlink.open_socket(groups=netlink.RTMGRP_LINK)
         self._dumper = netlink.Dumper()
-        self._stats_failing = False
+        self._throttle = Throttle(log)
         try:
             self._resync()
         except OSError:
@@ -151,6 +156,11 @@ class Poller:
             raise
 
     # --- link table --------------------------------------------------------------------
+
+    def link_speed(self, ifindex: int) -> int | None:
+        """Bits per second (0: unknown) of a link in the table; None for one it does not hold."""
+        port = self._ports.get(ifindex)
+        return None if port is None else port.speed
 
     def fileno(self) -> int:
         """Readable when link events are waiting: call handle_events()."""
@@ -185,8 +195,8 @@ class Poller:
             return
         self._ports[link.index] = Port(
             link,
-            speed_bps(read_sysfs(link.name, "speed")),
-            direction(read_sysfs(link.name, "duplex")),
+            read_link_speed(link.name, self._roots),
+            direction(read_sysfs(link.name, "duplex", self._roots)),
         )
 
     # --- the Poller shape -----------------------------------------------------------
@@ -206,11 +216,10 @@ class Poller:
             else:
                 stats = list(self._dumper.link_stats())
         except OSError as e:
-            if not self._stats_failing:
-                log.warning("interface counters unreadable (RTM_GETSTATS): %s", e)
-                self._stats_failing = True
+            self._throttle(logging.WARNING, "stats",
+                           "interface counters unreadable (RTM_GETSTATS): %s", e)
             return []
-        self._stats_failing = False
+        self._throttle.clear("stats")
         ports = self._ports
         return [counters_sample(ports[index], counters) for index, counters in stats
                 if index in wanted and index in ports]

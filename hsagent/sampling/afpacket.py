@@ -13,11 +13,15 @@ expectation. Should the counters become unreadable, the pool falls back to += N 
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
 import struct
 
+from .. import procfs
+from ..logs import Throttle
+from ..netlink import set_receive_buffer
 from . import Wanted, bpf, flows
 
 log = logging.getLogger(__name__)
@@ -25,7 +29,6 @@ log = logging.getLogger(__name__)
 ETH_P_ALL = 0x0003
 SOL_PACKET = getattr(socket, "SOL_PACKET", 263)
 PACKET_STATISTICS, PACKET_AUXDATA = 6, 8
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 _AUXDATA = struct.Struct("=IIIHHHH")  # tp_status, tp_len, tp_snaplen, tp_mac, tp_net, vlan tci, tpid
 _STATS = struct.Struct("=II")  # struct tpacket_stats: tp_packets, tp_drops
@@ -35,13 +38,10 @@ DEFAULT_RCVBUF = 4 << 20  # room for thousands of truncated samples between two 
 DEFAULT_BATCH = 1000  # packets per read(), so one busy interface cannot starve the loop
 
 
-def read_packet_count(ifname: str, root: str = "/sys/class/net") -> int:
+def read_packet_count(ifname: str, roots: procfs.Roots = procfs.HOST) -> int:
     """Packets received plus sent by the interface, from its kernel counters."""
-    total = 0
-    for name in ("rx_packets", "tx_packets"):
-        with open(f"{root}/{ifname}/statistics/{name}", "rb") as f:
-            total += int(f.read())
-    return total
+    return sum(int(procfs.read_text(roots.sys_path("class", "net", ifname, "statistics", name)))
+               for name in ("rx_packets", "tx_packets"))
 
 
 def original_length(ancdata, captured: int) -> int:
@@ -52,20 +52,12 @@ def original_length(ancdata, captured: int) -> int:
     return captured
 
 
-def set_receive_buffer(sock: socket.socket, size: int) -> None:
-    """SO_RCVBUFFORCE (root may exceed net.core.rmem_max), else SO_RCVBUF up to that limit."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-
-
 class PacketSampler:
     """Flow samples of 1 in `rate` packets sent or received on interface `ifname`."""
 
     def __init__(self, ifname: str, rate: int, header_bytes: int = 128,
                  rcvbuf: int = DEFAULT_RCVBUF, batch: int = DEFAULT_BATCH,
-                 stats_root: str = "/sys/class/net"):
+                 roots: procfs.Roots = procfs.HOST):
         self.ifname = ifname
         self.ifindex = socket.if_nametoindex(ifname)
         self.rate = rate
@@ -73,8 +65,8 @@ class PacketSampler:
         self.batch = batch
         self.drops = 0  # cumulative: sampled packets the kernel could not queue to us
         self.passed = 0  # cumulative: packets the filter let through (queued or dropped)
-        self._stats_root = stats_root
-        self._count_failed = False
+        self._roots = roots
+        self._throttle = Throttle(log)
         self._estimated_pool = 0
         self._directions = {t: flows.host_interfaces(self.ifindex, t) for t in (
             flows.PACKET_HOST, flows.PACKET_BROADCAST, flows.PACKET_MULTICAST,
@@ -112,6 +104,12 @@ class PacketSampler:
                 data, ancdata, _, address = self._sock.recvmsg(self.header_bytes, _AUX_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
+            except OSError as e:
+                # The kernel reports its device going down once, as this socket's error; the
+                # link events say what became of the device.
+                if e.errno != errno.ENETDOWN:
+                    raise
+                break
             packets.append((data, original_length(ancdata, len(data)), address[2]))
         if not packets:
             return []
@@ -136,12 +134,11 @@ class PacketSampler:
 
     def _packet_count(self) -> int | None:
         try:
-            return read_packet_count(self.ifname, self._stats_root)
+            return read_packet_count(self.ifname, self._roots)
         except (OSError, ValueError) as e:
-            if not self._count_failed:
-                log.warning("%s: cannot read packet counters (%s); sample_pool += %d per sample",
-                            self.ifname, e, self.rate)
-                self._count_failed = True
+            self._throttle(logging.WARNING, "count",
+                           "%s: cannot read packet counters (%s); sample_pool += %d per sample",
+                           self.ifname, e, self.rate)
             return None
 
     def _read_statistics(self) -> None:

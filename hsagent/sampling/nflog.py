@@ -22,14 +22,12 @@ import struct
 import subprocess
 from typing import NamedTuple
 
-from ..netlink import NLATTR, NLMSGHDR, attributes, messages, pending_datagrams
+from ..netlink import (NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSGHDR, attribute, attributes,
+                       error_code, messages, pending_datagrams, set_receive_buffer)
 from ..sflow.datagram import INTERNAL_INTERFACE
 from . import Wanted, flows
-from .afpacket import set_receive_buffer
 
 NETLINK_NETFILTER = 12
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 
 # linux/netfilter/nfnetlink_log.h
 NFNL_SUBSYS_ULOG = 4
@@ -55,18 +53,6 @@ RULE_COMMENT = "hsagent sampling"
 
 _NFGENMSG = struct.Struct(">BBH")  # family, version, resource id (the group)
 _BE32, _BE16 = struct.Struct(">I"), struct.Struct(">H")
-_ERRNO = struct.Struct("=i")
-
-
-# --- netlink framing (parsing is hsagent.netlink's) --------------------------------------------
-
-def attribute(kind: int, value: bytes) -> bytes:
-    return NLATTR.pack(NLATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
-
-
-def netlink_error(payload) -> int:
-    """The errno of an NLMSG_ERROR message (0: an acknowledgement)."""
-    return -_ERRNO.unpack_from(payload)[0]
 
 
 # --- NFLOG messages ---------------------------------------------------------------------------
@@ -235,8 +221,8 @@ class NflogSampler:
     def _request(self, message: bytes) -> None:
         self._sock.send(message)
         for kind, _, _, payload in messages(self._sock.recv(RECEIVE_SIZE)):
-            if kind == NLMSG_ERROR and netlink_error(payload):
-                code = netlink_error(payload)
+            code = error_code(payload) if kind == NLMSG_ERROR else 0
+            if code:
                 raise OSError(code, f"NFLOG group {self.group}: {os.strerror(code)}")
 
     def fileno(self) -> int:

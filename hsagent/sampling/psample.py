@@ -15,9 +15,8 @@ import socket
 import struct
 from typing import NamedTuple
 
-from ..netlink import attributes, messages, pending_datagrams
+from ..netlink import attributes, messages, pending_datagrams, set_receive_buffer
 from . import Wanted, flows
-from .afpacket import set_receive_buffer
 
 FAMILY_NAME, MULTICAST_GROUP = "psample", "packets"
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1

@@ -3,9 +3,13 @@
 Each kind in KINDS says which samplers the settings want (see hsagent.sampling): `pcap { dev
 = X }` devices and switch ports (interfaces matching `switchport`) each get an AF_PACKET
 sampler at the rate for their link speed; `nflog { }` and `psample { }` each get one netlink
-sampler. `apply` is called with every new settings object and every housekeeping
-round (link speeds change, switch ports come and go) and only touches what changed: a new
+sampler. `apply` is called with every new settings object, every link event and every
+housekeeping round (switch ports come and go) and only touches what changed: a new
 rate is a new kernel filter on the open socket, so no packet goes unsampled in between.
+
+Link speeds come from `link_speed(ifindex)`, the interface poller's table that link events
+keep current, so an event does not mean a sysfs read per sampled device; sysfs is read only
+for a link that table does not hold (yet).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
+from typing import Callable
 
 from ..logs import Throttle
+from ..pollers.interfaces import read_link_speed
 from . import Links, Sampler, Wanted
 
 log = logging.getLogger(__name__)
@@ -24,21 +30,14 @@ log = logging.getLogger(__name__)
 KINDS = ("afpacket", "nflog", "psample")
 
 
-def link_speed(ifname: str, sys_class_net: str = "/sys/class/net") -> int:
-    """Bits per second, 0 when unknown (sysfs says Mb/s, or -1 / an error while down)."""
-    try:
-        with open(f"{sys_class_net}/{ifname}/speed") as f:
-            mbps = int(f.read())
-    except (OSError, ValueError):
-        return 0
-    return max(mbps, 0) * 1_000_000
-
-
 class Samplers:
-    """The running samplers; `opened`/`closed` tell the agent's selector about their sockets."""
+    """The running samplers; `opened`/`closed` tell the agent's selector about their sockets;
+    `link_speed(ifindex)` is a link's speed in bits per second (0: unknown), or None when the
+    caller does not know the link."""
 
-    def __init__(self, opened, closed):
+    def __init__(self, opened, closed, link_speed: Callable[[int], int | None] = lambda index: None):
         self._opened, self._closed = opened, closed
+        self._link_speed = link_speed
         self._running: dict[tuple, Sampler] = {}  # key -> sampler
         self._throttle = Throttle(log, interval=600)
 
@@ -63,7 +62,8 @@ class Samplers:
 
     def _wanted(self, settings) -> dict[tuple, Wanted]:
         """key -> what each kind wants. The key holds what needs a new socket."""
-        links = Links({name: index for index, name in socket.if_nameindex()}, link_speed)
+        indexes = {name: index for index, name in socket.if_nameindex()}
+        links = Links(indexes, lambda name: self._speed(indexes[name], name))
         for dev in settings.pcap_devs:
             if dev not in links.indexes:
                 self._throttle(logging.WARNING, f"missing:{dev}", "pcap device %s does not exist (yet)", dev)
@@ -73,6 +73,10 @@ class Samplers:
             if module.enabled(settings):
                 wanted.update((want.key, want) for want in module.wanted(settings, links))
         return wanted
+
+    def _speed(self, ifindex: int, name: str) -> int:
+        speed = self._link_speed(ifindex)
+        return read_link_speed(name) if speed is None else speed
 
     def _start(self, key, start) -> None:
         try:
