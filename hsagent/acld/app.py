@@ -18,7 +18,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from .auth import Tokens
+from ..tokens import Tokens
 from .committer import CapacityError, Change, Closed, Committer
 from .rules import Acl, RuleError, check_name, parse_acl
 

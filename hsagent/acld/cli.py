@@ -18,7 +18,7 @@ import sys
 from .. import __version__, logs
 from ..daemon import notify
 from . import config
-from .auth import TokenFileError, Tokens
+from ..tokens import TokenFileError, Tokens
 from .committer import Committer
 from .state import StateStore
 

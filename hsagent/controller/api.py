@@ -7,7 +7,7 @@
     GET /metrics                        datagrams and samples per second, decode errors, events,
                                         ACL calls and failures, flows tracked
 
-Authentication is hsagent-acld's, with its token file format and checks (`hsagent.acld.auth`):
+Authentication is hsagent-acld's, with its token file format and checks (`hsagent.tokens`):
 every request needs `Authorization: Bearer TOKEN` with a token from the file (read-only tokens
 will do), 401 otherwise; only an explicit `api-no-auth` serves everyone, and says so in the log.
 """
@@ -20,7 +20,7 @@ import time
 
 from aiohttp import web
 
-from ..acld.auth import Tokens
+from ..tokens import Tokens
 from ..analyser.packets import field_text
 from ..analyser.thresholds import BITS_PER_BYTE
 from .elephant import KEYS

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = logging.FileHandler(args.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().handlers[:] = [handler]
-    from ..acld.auth import TokenFileError
+    from ..tokens import TokenFileError
     from .service import Controller  # aiohttp is imported only once the options are good
     try:
         controller = Controller(options)

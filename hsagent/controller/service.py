@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 
-from ..acld.auth import TokenFileError, Tokens, parse_tokens
+from ..tokens import TokenFileError, Tokens, parse_tokens
 from ..analyser.engine import Analyser
 from ..analyser.listener import Listener, open_udp
 from ..analyser.thresholds import BITS_PER_BYTE, Threshold

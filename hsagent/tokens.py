@@ -1,4 +1,5 @@
-"""Bearer tokens (RFC 6750) from a file only root can read.
+"""Bearer tokens (RFC 6750) from a file only root can read: the one token file format of
+hsagent-acld and hsagent-controller (each reads it; neither imports the other).
 
 The file holds one token a line; a line `TOKEN read-only` gives a token that may only read.
 Blank lines and `#` comments are skipped. Tokens are compared in constant time, against every
