@@ -119,6 +119,8 @@ def _datagram_printer():
     from .sflow.datagram import decode_datagram
     from .sflow.text import datagram_lines
 
+    sys.stdout.reconfigure(errors="backslashreplace")  # as `hsagent decode`: any terminal will do
+
     def print_datagram(data: bytes) -> None:
         print("\n".join(datagram_lines(decode_datagram(data), len(data))), flush=True)
 
