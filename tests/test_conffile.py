@@ -206,6 +206,31 @@ def test_blocks():
                                       "docker", "pcap_devs", "nflog", "psample"}
 
 
+def test_dns_sd_limits():
+    settings, warnings = sflow("dns-sd { maxCollectors = 2  minPolling = 60\n"
+                               "  minSampling = 1K  maxHeaderBytes = 64 }")
+    assert warnings == []
+    assert (settings.dnssd_max_collectors, settings.dnssd_min_polling, settings.dnssd_min_sampling,
+            settings.dnssd_max_header_bytes) == (2, 60, 1000, 64)
+    defaults = Settings()
+    assert (defaults.dnssd_max_collectors, defaults.dnssd_min_polling, defaults.dnssd_min_sampling,
+            defaults.dnssd_max_header_bytes) == (4, 10, 100, 128)
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("dns-sd { maxCollectors = 0 }", "bad value for maxCollectors: maxCollectors = 0 is out of range (1 to 64)"),
+    ("dns-sd { maxCollectors = 65 }", "maxCollectors = 65 is out of range (1 to 64)"),
+    ("dns-sd { maxHeaderBytes = 300 }", "maxHeaderBytes = 300 is out of range (64 to 256)"),
+    ("dns-sd { minSampling = 0 }", "minSampling = 0 is out of range (1 to 2147483647)"),
+    ("dns-sd { minPolling = 0 }", "minPolling = 0 is out of range (1 to 86400)"),
+    ("minSampling = 10", "minSampling belongs inside dns-sd { }, not directly in sflow { }"),
+])
+def test_dns_sd_limits_out_of_range(body, problem):
+    with pytest.raises(ConfigError) as caught:
+        sflow(body)
+    assert problem in caught.value.problem
+
+
 def test_empty_module_blocks_take_defaults():
     settings, _ = sflow("nflog { }\npsample { }\ndns-sd { }")
     assert settings.nflog == NflogSettings() and settings.psample == PsampleSettings()
