@@ -313,14 +313,14 @@ def unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
 
 
 def _target_address(ask: _Asker, target: dns.name.Name):
-    """(lowest usable address, its RRset) of `target`, IPv4 before IPv6; (None, why not)
-    when it has none. DnsSdError when a query failed."""
+    """(lowest usable address, its RRset, None) of `target`, IPv4 before IPv6; (None, None,
+    why not) when it has none. DnsSdError when a query failed."""
     refused = []
     for rdtype in ("A", "AAAA"):
         try:
             rrset = ask(target, rdtype)
         except _NoSuchName:
-            return None, "no such name (NXDOMAIN)"
+            return None, None, "no such name (NXDOMAIN)"
         usable = []
         for record in rrset or ():
             address = ipaddress.ip_address(record.address)
@@ -330,10 +330,10 @@ def _target_address(ask: _Asker, target: dns.name.Name):
             else:
                 usable.append(address)
         if usable:
-            return min(usable), rrset
+            return min(usable), rrset, None
     if refused:
-        return None, "no unicast address a datagram can reach: refused " + ", ".join(refused)
-    return None, "no A or AAAA record"
+        return None, None, "no unicast address a datagram can reach: refused " + ", ".join(refused)
+    return None, None, "no A or AAAA record"
 
 
 def _srv_order(record) -> tuple:
@@ -363,7 +363,7 @@ def _collectors(ask: _Asker, srv, limit: int) -> tuple[tuple[Collector, ...], li
             continue
         tried += 1
         try:
-            address, rrset = _target_address(ask, record.target)
+            address, rrset, problem = _target_address(ask, record.target)
         except Cancelled:
             raise
         except DnsSdError as error:
@@ -371,7 +371,7 @@ def _collectors(ask: _Asker, srv, limit: int) -> tuple[tuple[Collector, ...], li
             warnings.append(f"{shown} skipped: {error}")
             continue
         if address is None:
-            warnings.append(f"{shown} skipped: {rrset}")
+            warnings.append(f"{shown} skipped: {problem}")
             continue
         used.append(rrset)
         collectors.add(Collector(str(address), record.port))
