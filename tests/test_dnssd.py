@@ -240,6 +240,55 @@ def test_one_target_that_fails_to_resolve_costs_only_itself(named):
     assert warning.endswith("answered REFUSED")
 
 
+class DroppingProxy:
+    """Relays UDP queries to a real nameserver, except those for one name, which it drops
+    (a server that times out for one target)."""
+
+    def __init__(self, upstream_port: int, drop: str):
+        self.upstream_port, self.drop = upstream_port, dns.name.from_text(drop)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+        self._thread.start()
+
+    def _relay(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+            upstream.settimeout(2)
+            while not self._stop.is_set():
+                if not wait_readable(self.sock.fileno(), 0.1):
+                    continue
+                query, client = self.sock.recvfrom(4096)
+                if dns.message.from_wire(query).question[0].name == self.drop:
+                    self.dropped += 1
+                    continue
+                upstream.sendto(query, ("127.0.0.1", self.upstream_port))
+                self.sock.sendto(upstream.recv(65535), client)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_one_target_that_times_out_costs_only_itself(named):
+    proxy = DroppingProxy(named.port, "slow.hsn.test.")
+    try:
+        settings = Settings(dnssd_domain="slow.hsn.test", dnssd_server="127.0.0.1",
+                            dnssd_port=proxy.port)
+        result = dnssd.lookup(settings, timeout=TIMEOUT)
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1  # the A query of slow.hsn.test, which timed out
+    assert dig(named, "slow.hsn.test", "A") == ["127.0.0.9"]  # without the proxy it resolves
+    assert result.collectors == (Collector("127.0.0.1", 6343),)
+    assert result.settings == {"polling": 25}
+    assert result.warnings == [f"SRV 0 0 6343 slow.hsn.test. skipped: slow.hsn.test. A: no answer "
+                               f"from 127.0.0.1 port {proxy.port} within {TIMEOUT:g} s"]
+
+
 def test_no_target_resolving_is_a_failed_lookup_not_no_collectors(named):
     with pytest.raises(DnsSdError, match="no SRV target could be resolved: .*REFUSED"):
         lookup(named, "unresolved.hsn.test")
