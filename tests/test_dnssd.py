@@ -670,6 +670,22 @@ def test_changing_the_domain_does_not_block_nor_leave_the_old_thread(silent, nam
     assert wait_until(lambda: not dnssd_threads(), 5)
 
 
+def test_new_limits_by_sighup_apply_to_the_next_answer(named):
+    """The watcher held the limits it was built with: a file that trusts DNS-SD more (or less)
+    changed nothing until a restart."""
+    strict = named.settings("greedy.hsn.test")
+    trusting = strict.replace("file", dnssd_min_sampling=1, dnssd_max_header_bytes=256)
+    source = SettingsSource(strict, reread=lambda: trusting)
+    try:
+        assert wait_until(lambda: source.handle_events(), 5)
+        assert (source.settings.sampling, source.settings.header_bytes) == (400, 128)
+        source.reload()
+        assert wait_until(lambda: source.handle_events(), 5)
+        assert (source.settings.sampling, source.settings.header_bytes) == (1, 256)
+    finally:
+        source.close()
+
+
 # --- pure parts ----------------------------------------------------------------------------
 
 def test_parse_txt_checks_each_string_alone():
