@@ -628,7 +628,8 @@ def test_close_does_not_wait_for_a_query_in_progress(silent):
     assert time.monotonic() - started < 0.2  # it waited up to the query timeout
     # the thread ends when its query times out, and delivers nothing
     assert wait_until(lambda: not watcher._thread.is_alive(), 1.5 + 2)
-    assert silent.names_asked() == []
+    # nothing after that query (a resend of it within its timeout would be the resolver's own)
+    assert set(silent.names_asked()) <= {"_sflow._udp.silent.test."}
 
 
 def test_a_cancelled_lookup_stops_before_its_next_query(silent, tmp_path):
@@ -649,7 +650,7 @@ def test_a_cancelled_lookup_stops_before_its_next_query(silent, tmp_path):
     cancel.set()
     thread.join(0.5 + 2)
     assert not thread.is_alive() and isinstance(outcome[0], dnssd.Cancelled)
-    assert silent.names_asked() == []  # b.test .. e.test were never asked
+    assert set(silent.names_asked()) <= {"_sflow._udp.a.test."}  # b.test .. e.test never asked
 
 
 def test_changing_the_domain_does_not_block_nor_leave_the_old_thread(silent, named):
