@@ -91,15 +91,33 @@ class Agent:
         settings = self.source.handle_events()
         if settings is not None:
             self.apply(settings)
+            self._write_status()  # what DNS-SD gave and skipped shows at once, not in 30 s
 
     def lookup_dnssd_now(self) -> None:
         """One blocking DNS-SD lookup (hsagent --once cannot wait for the watcher)."""
         self.apply(self.source.lookup_now())
 
     def apply(self, settings: Settings) -> None:
-        """Put new settings in force without a restart; unchanged parts are left alone."""
-        old, self.settings = self.settings, settings
-        self._choose_agent_address()
+        """Put new settings in force without a restart; unchanged parts are left alone.
+
+        All or nothing: `self.settings` becomes `settings` only once every part runs with them.
+        When a part fails, the parts already changed are put back to the running settings,
+        which stay in force, and the error is raised."""
+        old = self.settings
+        try:
+            self._put_in_force(settings)
+        except Exception:
+            if old is not None:
+                self._roll_back(old)
+            raise
+        self.settings = settings
+        if old is not None and old.polling != settings.polling:
+            self._reschedule(settings.polling)
+        self._write_auto_file()
+
+    def _put_in_force(self, settings: Settings) -> None:
+        """Make every part run with `settings` (each compares with what it runs with now)."""
+        self._choose_agent_address(settings)
         sub_agent_id = settings.datagram_sub_agent_id()
         if self.builder is None:
             self.builder = DatagramBuilder(self.agent_ip, sub_agent_id, settings.datagram_bytes,
@@ -111,9 +129,13 @@ class Agent:
         self._apply_pollers(settings)
         self.samplers.apply(settings)
         self._apply_ovs(settings)
-        if old is not None and old.polling != settings.polling:
-            self._reschedule(settings.polling)
-        self._write_auto_file()
+
+    def _roll_back(self, running: Settings) -> None:
+        try:
+            self._put_in_force(running)
+        except Exception as err:  # the parts that could be put back are; the loop goes on
+            log.error("could not fully restore the running settings: %s", err)
+            log.debug("restoring the running settings", exc_info=True)
 
     def _apply_pollers(self, settings: Settings) -> None:
         """Start the pollers these settings enable and stop the others; a running poller keeps
@@ -189,9 +211,9 @@ class Agent:
         for sample in sampler.read():
             self.add_sample(sample)
 
-    def _choose_agent_address(self) -> None:
+    def _choose_agent_address(self, settings: Settings) -> None:
         try:
-            ip, device = agent_address.choose(self.settings, self.agent_ip)
+            ip, device = agent_address.choose(settings, self.agent_ip)
         except OSError as err:  # netlink trouble: keep the address we have, if any
             self._throttle(logging.WARNING, "address", "cannot list local addresses: %s", err)
             if self.agent_ip is not None:
@@ -203,7 +225,7 @@ class Agent:
                 self.builder.set_agent(ip)
             log.info("agent address %s%s", ip, f" ({device})" if device else "")
             if self.ovs is not None:
-                self.ovs.configure(self.settings, ip)  # OVS names the same agent
+                self.ovs.configure(settings, ip)  # OVS names the same agent
         self.agent_ip, self.agent_device = ip, device
 
     def _write_auto_file(self) -> None:
@@ -357,7 +379,7 @@ class Agent:
     def _tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
-            self._choose_agent_address()
+            self._choose_agent_address(self.settings)
             self.samplers.apply(self.settings)  # a speed change can come without a link event
             self._write_auto_file()
             self._write_status()
@@ -375,8 +397,8 @@ class Agent:
             return
         try:
             self.apply(settings)
-        except Exception as err:  # whatever failed to start, the running parts go on
-            log.error("configuration reloaded, but applying it failed: %s", err)
+        except Exception as err:  # apply() has put the running settings back
+            log.error("cannot apply the reloaded configuration, keeping the running settings: %s", err)
             log.debug("applying the configuration", exc_info=True)
             return
         log.info("configuration reloaded")

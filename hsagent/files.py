@@ -99,13 +99,23 @@ def read_small(path: str, limit: int) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafePathError(path, "not a regular file")
+            raise UnsafePathError(path, f"not a regular file but {_kind(st.st_mode)}")
         data = os.read(fd, limit + 1)
         if len(data) > limit:
             raise UnsafePathError(path, f"larger than {limit} bytes")
         return data
     finally:
         os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, for an error message."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def _create_temp(directory: str, name: str, mode: int) -> tuple[int, str]:

@@ -145,6 +145,9 @@ class Option:
     block: str | None = None  # the `block { }` this key (or, without key, the block) sets
     block_key: str | None = None  # the key inside `block { }` when there is also a sflow { } key
     txt: bool = False  # DNS-SD TXT records may set it too, spelt as `key`
+    # the settings (attribute names) bounding what DNS-SD may set: the file's floor and ceiling
+    txt_min: str | None = None
+    txt_max: str | None = None
     auto: str | None = None  # its key in hsagent.auto
     label: str | None = None  # the name range errors use (default: key)
 
@@ -239,18 +242,31 @@ class Settings:
     # hsagent's extensions: a specific nameserver (tests, odd sites)
     dnssd_server: str | None = setting(None, key="server", convert=check_ip, block="dns-sd")
     dnssd_port: int = setting(53, key="port", block="dns-sd", **UDP_PORT)
+    # What DNS-SD may set, bounded by the file: anyone who controls or spoofs the zone would
+    # otherwise steer every host (sampling=1, headerBytes=256, a thousand collectors).
+    dnssd_max_collectors: int = setting(4, key="maxCollectors", block="dns-sd", **NUMBER,
+                                        limits=(1, 64))
+    dnssd_min_polling: int = setting(10, key="minPolling", block="dns-sd", **NUMBER,
+                                     limits=(1, 86400))
+    dnssd_min_sampling: int = setting(MIN_SPEED_RATE, key="minSampling", block="dns-sd", **NUMBER,
+                                      limits=(1, U31_MAX))
+    dnssd_max_header_bytes: int = setting(128, key="maxHeaderBytes", block="dns-sd", **NUMBER,
+                                          limits=(64, 256))
     polling: int = setting(30, key="polling", **NUMBER, limits=(1, 86400),
-                           aliases=("counterPollingInterval",), txt=True, auto="polling")
-    sampling: int = setting(400, key="sampling", **SAMPLING_RATE,
-                            aliases=("packetSamplingRate",), txt=True, auto="sampling")
+                           aliases=("counterPollingInterval",), txt=True,
+                           txt_min="dnssd_min_polling", auto="polling")
+    sampling: int = setting(400, key="sampling", **SAMPLING_RATE, aliases=("packetSamplingRate",),
+                            txt=True, txt_min="dnssd_min_sampling", auto="sampling")
     # sampling.<speed> = N: its keys are link speeds, so the grammar and TXT parser know it by name
     sampling_by_speed: Mapping[str, int] = setting(factory=lambda: MappingProxyType({}),
                                                    **SAMPLING_RATE, label="sampling",
-                                                   txt=True, auto="sampling")
+                                                   txt=True, txt_min="dnssd_min_sampling",
+                                                   auto="sampling")
+    # from DNS-SD, the rates it gives are raised to dnssd_min_sampling (sampling_rate())
     sampling_bps_ratio: int | None = setting(None, key="sampling.bps_ratio", **NUMBER,
                                              limits=(0, U31_MAX), txt=True)
     header_bytes: int = setting(128, key="headerBytes", **NUMBER, limits=(64, 256), txt=True,
-                                auto="header")
+                                txt_max="dnssd_max_header_bytes", auto="header")
     datagram_bytes: int = setting(1400, key="datagramBytes", **NUMBER, limits=(200, 8192),
                                   auto="datagram")
     # the agent address: this interface's, the first local address inside agent.cidr, or agentIP
@@ -293,8 +309,13 @@ class Settings:
             return self.sampling_by_speed[key]
         if not speed_bps:
             return self.sampling
+        if self.sampling_bps_ratio == 0:
+            return self.sampling
         if self.sampling_bps_ratio is not None:
-            return max(1, speed_bps // self.sampling_bps_ratio) if self.sampling_bps_ratio else self.sampling
+            rate = max(1, speed_bps // self.sampling_bps_ratio)
+            if self.origin("sampling_bps_ratio") == "dns":  # a huge ratio would mean 1-in-1
+                rate = max(rate, self.dnssd_min_sampling)
+            return rate
         return max(MIN_SPEED_RATE, speed_bps // DEFAULT_BPS_RATIO)
 
 

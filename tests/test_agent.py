@@ -214,6 +214,32 @@ def test_sighup_reloads_and_keeps_running_settings_when_the_file_is_bad(receiver
     assert "keeping the running settings" in agent_log(tmp_path)
 
 
+def test_sighup_with_a_fifo_or_dev_zero_in_place_of_the_file_keeps_sending(receiver, config, tmp_path):
+    """A FIFO without a writer blocked the loop for good; /dev/zero ended it with a traceback."""
+    conf = config(receiver, body="  polling = 1")
+    agent = start_agent(conf, tmp_path)
+    try:
+        assert receiver.wait_for(lambda r: r.raw, timeout=10)
+        os.unlink(conf)
+        os.mkfifo(conf)
+        agent.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        count = len(receiver.raw)
+        assert receiver.wait_for(lambda r: len(r.raw) > count + 1, timeout=5), "stopped sending"
+        os.unlink(conf)
+        os.symlink("/dev/zero", conf)
+        agent.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        count = len(receiver.raw)
+        assert receiver.wait_for(lambda r: len(r.raw) > count + 1, timeout=5), "stopped sending"
+        assert agent.poll() is None
+    finally:
+        stop(agent)
+    log = agent_log(tmp_path)
+    assert f"keeping the running settings: {conf}: cannot read the file: not a regular file but a FIFO" in log
+    assert "not a regular file but a character device" in log
+
+
 def test_auto_file_shows_the_settings_in_force(receiver, config, tmp_path):
     assert run_once(config(receiver, body="  polling = 17\n  sampling.10G = 2000"), tmp_path).returncode == 0
     auto = (tmp_path / "hsagent.auto").read_text().splitlines()

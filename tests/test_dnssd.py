@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import re
 import select
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import dns.message
 import pytest
 
 from conftest import Named, wait_until
 from hsagent.config import dnssd
+from hsagent.config.source import SettingsSource
 from hsagent.config.dnssd import DnsSdError, DnsSdWatcher
 from hsagent.settings import Collector, Settings
 
@@ -134,7 +139,8 @@ def test_root_and_addressless_targets_skipped_and_ipv4_preferred(named):
     result = lookup(named, "odd.hsn.test")
     assert result.collectors == (Collector("127.0.0.3", 6345),)  # dual has A 127.0.0.3 and AAAA ::3
     assert len(result.warnings) == 2
-    assert "'.'" in result.warnings[0] and "nowhere.hsn.test." in result.warnings[1]
+    assert result.warnings[0] == "SRV 0 0 6343 . skipped: target too short"
+    assert result.warnings[1] == "SRV 0 0 6343 nowhere.hsn.test. skipped: no such name (NXDOMAIN)"
 
 
 def test_malformed_txt_skipped_good_keys_apply(named):
@@ -150,6 +156,182 @@ def test_malformed_txt_skipped_good_keys_apply(named):
     assert "longer than" in result.warnings[-1] and len(result.warnings[-1]) < 120
     applied = dnssd.apply(Settings(), result)
     assert (applied.polling, applied.header_bytes, applied.sampling) == (15, 128, 400)
+
+
+# --- what a hostile or broken zone cannot do --------------------------------------------------
+
+def test_one_target_that_fails_to_resolve_costs_only_itself(named):
+    """Its address query is refused: the other collector and the TXT settings still apply."""
+    assert dig(named, "collector.example.org", "A") == []  # REFUSED: not this server's zone
+    result = lookup(named, "partial.hsn.test")
+    assert result.collectors == (Collector("127.0.0.1", 6343),)
+    assert result.settings == {"polling": 25}
+    [warning] = result.warnings
+    assert warning.startswith("SRV 0 0 6343 collector.example.org. skipped: collector.example.org. A:")
+    assert warning.endswith("answered REFUSED")
+
+
+class DroppingProxy:
+    """Relays UDP queries to a real nameserver, except those for one name, which it drops
+    (a server that times out for one target)."""
+
+    def __init__(self, upstream_port: int, drop: str):
+        self.upstream_port, self.drop = upstream_port, dns.name.from_text(drop)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+        self._thread.start()
+
+    def _relay(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+            upstream.settimeout(2)
+            while not self._stop.is_set():
+                if not wait_readable(self.sock.fileno(), 0.1):
+                    continue
+                query, client = self.sock.recvfrom(4096)
+                if dns.message.from_wire(query).question[0].name == self.drop:
+                    self.dropped += 1
+                    continue
+                upstream.sendto(query, ("127.0.0.1", self.upstream_port))
+                self.sock.sendto(upstream.recv(65535), client)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_one_target_that_times_out_costs_only_itself(named):
+    proxy = DroppingProxy(named.port, "slow.hsn.test.")
+    try:
+        settings = Settings(dnssd_domain="slow.hsn.test", dnssd_server="127.0.0.1",
+                            dnssd_port=proxy.port)
+        result = dnssd.lookup(settings, timeout=TIMEOUT)
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1  # the A query of slow.hsn.test, which timed out
+    assert dig(named, "slow.hsn.test", "A") == ["127.0.0.9"]  # without the proxy it resolves
+    assert result.collectors == (Collector("127.0.0.1", 6343),)
+    assert result.settings == {"polling": 25}
+    assert result.warnings == [f"SRV 0 0 6343 slow.hsn.test. skipped: slow.hsn.test. A: no answer "
+                               f"from 127.0.0.1 port {proxy.port} within {TIMEOUT:g} s"]
+
+
+def test_no_target_resolving_is_a_failed_lookup_not_no_collectors(named):
+    with pytest.raises(DnsSdError, match="no SRV target could be resolved: .*REFUSED"):
+        lookup(named, "unresolved.hsn.test")
+
+
+HOSTILE = {  # target -> what it is refused for
+    "zero": "0.0.0.0 (unspecified)", "thisnet": "0.1.2.3 (unspecified)",
+    "bcast": "255.255.255.255 (broadcast)", "mcast": "239.1.2.3 (multicast), ff02::1 (multicast)",
+    "any6": ":: (unspecified)", "linklocal6": "fe80::1 (link-local, which needs an interface",
+    "mapped6": "::ffff:0:0 (unspecified)",
+}
+
+
+def test_collectors_are_unicast_addresses_a_datagram_can_reach(named):
+    settings = named.settings("hostile.hsn.test").replace("file", dnssd_max_collectors=9)
+    result = dnssd.lookup(settings, timeout=TIMEOUT)
+    # a target with a refused address and a good one: the good one; A refused: its AAAA
+    assert sorted(dig(named, "mixed.hsn.test", "A")) == ["0.0.0.0", "127.0.0.4"]
+    assert result.collectors == (Collector("127.0.0.4", 6346), Collector("::1", 6347))
+    refused = {w.split()[4].split(".")[0]: w for w in result.warnings}
+    assert refused.keys() == HOSTILE.keys()
+    for target, why in HOSTILE.items():
+        addresses = dig(named, f"{target}.hsn.test", "A") + dig(named, f"{target}.hsn.test", "AAAA")
+        assert addresses and all(str(ipaddress.ip_address(a)) in refused[target] for a in addresses)
+        assert f"{target}.hsn.test. skipped: no unicast address a datagram can reach: refused {why}" \
+            in refused[target]
+
+
+@pytest.mark.parametrize("address, problem", [
+    ("127.0.0.1", None), ("192.0.2.1", None), ("169.254.1.1", None), ("::1", None),
+    ("2001:db8::1", None), ("::ffff:192.0.2.1", None),
+    ("0.0.0.0", "unspecified"), ("0.255.255.255", "unspecified"), ("::", "unspecified"),
+    ("::ffff:0.0.0.0", "unspecified"), ("255.255.255.255", "broadcast"),
+    ("::ffff:255.255.255.255", "broadcast"), ("224.0.0.1", "multicast"),
+    ("239.255.255.250", "multicast"), ("ff05::2", "multicast"), ("fe80::1", "link-local"),
+])
+def test_unusable_addresses(address, problem):
+    found = dnssd.unusable(ipaddress.ip_address(address))
+    assert found == problem if problem is None else found.startswith(problem)
+
+
+def test_collectors_capped_in_srv_preference_order(named):
+    """Lowest priority first, then highest weight; the file sets the cap."""
+    result = lookup(named, "many.hsn.test")
+    assert result.collectors == tuple(Collector(f"127.0.1.{n}") for n in (0, 1, 2, 22))
+    assert result.warnings == ["3 more SRV records not used: at most 4 collectors from DNS-SD "
+                               "(dns-sd { maxCollectors = 4 })"]
+    three = named.settings("many.hsn.test").replace("file", dnssd_max_collectors=3)
+    assert dnssd.lookup(three, timeout=TIMEOUT).collectors == tuple(
+        Collector(f"127.0.1.{n}") for n in (0, 1, 22))  # c2b weighs 20, c2 10
+
+
+def test_a_hundred_srv_records_are_not_a_hundred_collectors(own_named):
+    """(BIND serves at most 100 records of a type at a name; the issue's zone listed 1,000.)"""
+    records = "".join(f"_sflow._udp.hundred IN SRV 0 0 {7000 + i} collector1\n" for i in range(100))
+    own_named.edit("; many.hsn.test:", records + "; many.hsn.test:")
+    assert wait_until(lambda: len(dig(own_named, "_sflow._udp.hundred.hsn.test", "SRV")) == 100, 10)
+    started = time.monotonic()
+    result = lookup(own_named, "hundred.hsn.test")
+    assert time.monotonic() - started < 5  # four address look-ups, not a hundred
+    assert len(result.collectors) == 4
+    assert result.warnings == ["96 more SRV records not used: at most 4 collectors from DNS-SD "
+                               "(dns-sd { maxCollectors = 4 })"]
+
+
+def test_txt_of_another_version_is_refused_whole(named):
+    result = lookup(named, "v2.hsn.test")
+    assert result.collectors == (Collector("127.0.0.1", 6343),)
+    assert result.settings == {}
+    assert result.warnings == ["TXT 'txtvers=2': not version 1, so every TXT setting is refused "
+                               "(another version may mean something else by them)"]
+
+
+@pytest.mark.parametrize("strings, accepted", [
+    ([b"txtvers=1", b"polling=20"], True), ([b"polling=20"], True),
+    ([b"TXTVERS=2", b"polling=20"], False), ([b"polling=20", b"txtvers=1", b"txtvers=2"], False),
+    ([b"txtvers=", b"polling=20"], False), ([b"txtvers=01", b"polling=20"], False),
+])
+def test_txtvers(strings, accepted):
+    settings, warnings = dnssd.parse_txt(strings)
+    assert (settings == {"polling": 20}) is accepted and (warnings == []) is accepted
+
+
+def test_the_config_file_bounds_what_dns_may_set(named):
+    result = lookup(named, "greedy.hsn.test")
+    assert result.settings == {"sampling_bps_ratio": 1_000_000_000}
+    assert result.warnings == [
+        "TXT 'sampling=1' skipped: 1 is below the config file's floor for DNS-SD, "
+        "dns-sd { minSampling = 100 }",
+        "TXT 'sampling.10G=50' skipped: 50 is below the config file's floor for DNS-SD, "
+        "dns-sd { minSampling = 100 }",
+        "TXT 'headerBytes=256' skipped: 256 is above the config file's ceiling for DNS-SD, "
+        "dns-sd { maxHeaderBytes = 128 }",
+        "TXT 'polling=1' skipped: 1 is below the config file's floor for DNS-SD, "
+        "dns-sd { minPolling = 10 }",
+    ]
+    applied = dnssd.apply(Settings(), result)
+    assert (applied.sampling, applied.header_bytes, applied.polling) == (400, 128, 30)
+    # a ratio that would sample 10G links 1-in-10 is held at the floor
+    assert applied.sampling_rate(10_000_000_000) == 100
+    assert applied.sampling_rate(400_000_000_000) == 400
+    # the same ratio from the file is the operator's own choice
+    assert Settings(sampling_bps_ratio=1_000_000_000).sampling_rate(10_000_000_000) == 10
+
+    trusting = named.settings("greedy.hsn.test").replace(
+        "file", dnssd_min_sampling=1, dnssd_max_header_bytes=256, dnssd_min_polling=1)
+    result = dnssd.lookup(trusting, timeout=TIMEOUT)
+    assert result.warnings == []
+    applied = dnssd.apply(trusting, result)
+    assert (applied.sampling, applied.header_bytes, applied.polling) == (1, 256, 1)
+    assert applied.sampling_rate(10_000_000_000) == 50
+    assert applied.sampling_rate(25_000_000_000) == 25
 
 
 def test_name_missing_inside_zone_is_nxdomain(named):
@@ -274,7 +456,166 @@ def test_watcher_delivers_changes_and_keeps_last_good(own_named, caplog):
         assert any("succeeded after 4 failures" in r.getMessage() for r in caplog.records)
     finally:
         watcher.close()
-    assert not watcher._thread.is_alive()
+    assert wait_until(lambda: not watcher._thread.is_alive(), TIMEOUT + 2)
+
+
+class Silent:
+    """A nameserver that never answers: every query waits out its timeout."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def queried(self, timeout: float) -> bool:
+        """A query arrived (so a lookup is waiting on us now)."""
+        if not wait_readable(self.sock.fileno(), timeout):
+            return False
+        self.sock.recv(4096)
+        return True
+
+    def names_asked(self) -> list[str]:
+        names = []
+        while wait_readable(self.sock.fileno(), 0):
+            names.append(dns.message.from_wire(self.sock.recv(4096)).question[0].name.to_text())
+        return names
+
+    def settings(self, domain: str | None = "silent.test") -> Settings:
+        return Settings(dnssd_domain=domain, dnssd_server="127.0.0.1", dnssd_port=self.port)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def silent():
+    server = Silent()
+    yield server
+    server.close()
+
+
+def dnssd_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "dnssd"]
+
+
+def test_watcher_survives_an_unexpected_exception(named, monkeypatch, caplog):
+    """Anything but DnsSdError used to end the thread without a word."""
+    real_lookup, calls = dnssd.lookup, []
+
+    def lookup_with_a_bug_the_first_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        return real_lookup(*args, **kwargs)
+
+    monkeypatch.setattr(dnssd, "lookup", lookup_with_a_bug_the_first_time)
+    watcher = DnsSdWatcher(named.settings(), timeout=TIMEOUT, first_delay=0)
+    try:
+        assert wait_until(lambda: "last error" in watcher.state(), 5)
+        state = watcher.state()
+        assert "last error 0 s ago: internal error: KeyError: 'a bug'" in state
+        assert "next query in" in state
+        logged = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+        assert logged and logged[0].exc_info and logged[0].levelname == "ERROR"
+        watcher.refresh()  # the thread still runs: it looks again and delivers
+        assert wait_readable(watcher.fileno(), 5)
+        assert watcher.handle_events().collectors == (Collector("127.0.0.1", 6343),)
+    finally:
+        watcher.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_status_shows_no_countdown_for_a_thread_that_has_ended(named, monkeypatch):
+    def end_the_thread(*args, **kwargs):
+        raise SystemExit  # what nothing in the thread catches
+
+    monkeypatch.setattr(dnssd, "lookup", end_the_thread)
+    watcher = DnsSdWatcher(named.settings(), timeout=TIMEOUT, first_delay=0)
+    try:
+        assert wait_until(lambda: not watcher._thread.is_alive(), 5)
+        state = watcher.state()
+        assert "next query in" not in state
+        assert "lookups stopped: the DNS-SD thread has ended" in state
+    finally:
+        watcher.close()
+
+
+def test_status_names_what_was_skipped(named):
+    watcher = DnsSdWatcher(named.settings("partial.hsn.test"), timeout=TIMEOUT, first_delay=0)
+    try:
+        assert wait_readable(watcher.fileno(), 5)
+        assert watcher.handle_events().settings == {"polling": 25}
+        assert re.search(r"\(collectors: 1\); skipped 1: SRV 0 0 6343 collector.example.org. skipped: "
+                         r".*REFUSED; next query in", watcher.state())
+    finally:
+        watcher.close()
+
+
+def test_close_does_not_wait_for_a_query_in_progress(silent):
+    watcher = DnsSdWatcher(silent.settings(), timeout=1.5, first_delay=0)
+    assert silent.queried(5)
+    started = time.monotonic()
+    watcher.close()
+    assert time.monotonic() - started < 0.2  # it waited up to the query timeout
+    # the thread ends when its query times out, and delivers nothing
+    assert wait_until(lambda: not watcher._thread.is_alive(), 1.5 + 2)
+    # nothing after that query (a resend of it within its timeout would be the resolver's own)
+    assert set(silent.names_asked()) <= {"_sflow._udp.silent.test."}
+
+
+def test_a_cancelled_lookup_stops_before_its_next_query(silent, tmp_path):
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.0.0.1\nsearch a.test b.test c.test d.test e.test\n")
+    cancel, outcome = threading.Event(), []
+
+    def look_up():
+        try:
+            dnssd.lookup(silent.settings(None), timeout=0.5, resolv_conf=str(resolv_conf),
+                         cancel=cancel)
+        except DnsSdError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=look_up)
+    thread.start()
+    assert silent.queried(5)  # the SRV query of a.test
+    cancel.set()
+    thread.join(0.5 + 2)
+    assert not thread.is_alive() and isinstance(outcome[0], dnssd.Cancelled)
+    assert set(silent.names_asked()) <= {"_sflow._udp.a.test."}  # b.test .. e.test never asked
+
+
+def test_changing_the_domain_does_not_block_nor_leave_the_old_thread(silent, named):
+    """SIGHUP with a new dns-sd domain: the loop waited up to 2 s for the old thread."""
+    new_file = named.settings()
+    source = SettingsSource(silent.settings(), reread=lambda: new_file)
+    try:
+        assert silent.queried(5)  # the first watcher is in a query that will time out
+        started = time.monotonic()
+        source.reload()
+        assert time.monotonic() - started < 0.5
+        # the old thread ends with its query (QUERY_TIMEOUT); only the new one goes on
+        assert wait_until(lambda: len(dnssd_threads()) == 1, dnssd.QUERY_TIMEOUT + 2)
+        assert wait_until(lambda: source._watcher.result is not None, 5)
+        assert source.handle_events().collectors == (Collector("127.0.0.1", 6343),)
+    finally:
+        source.close()
+    assert wait_until(lambda: not dnssd_threads(), 5)
+
+
+def test_new_limits_by_sighup_apply_to_the_next_answer(named):
+    """The watcher held the limits it was built with: a file that trusts DNS-SD more (or less)
+    changed nothing until a restart."""
+    strict = named.settings("greedy.hsn.test")
+    trusting = strict.replace("file", dnssd_min_sampling=1, dnssd_max_header_bytes=256)
+    source = SettingsSource(strict, reread=lambda: trusting)
+    try:
+        assert wait_until(lambda: source.handle_events(), 5)
+        assert (source.settings.sampling, source.settings.header_bytes) == (400, 128)
+        source.reload()
+        assert wait_until(lambda: source.handle_events(), 5)
+        assert (source.settings.sampling, source.settings.header_bytes) == (1, 256)
+    finally:
+        source.close()
 
 
 # --- pure parts ----------------------------------------------------------------------------

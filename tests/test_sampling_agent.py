@@ -178,8 +178,9 @@ def test_a_dns_sd_rate_change_swaps_the_filter_without_a_gap(pair, tmp_path):
         def dns_conf(port):
             named.serve(srv(port, ttl=10) + txt("polling=2", "sampling.10G=100", ttl=10))
             path = tmp_path / "hsagent.conf"
+            # the file lets DNS-SD sample 1-in-10 and poll every 2 s (the floors are 100 and 10 s)
             path.write_text(f"sflow {{\n user = root\n pcap {{ dev = a0 }}\n dns-sd {{ domain = .{ZONE} "
-                            f"server = 127.0.0.1 port = {named.port} }}\n}}\n")
+                            f"server = 127.0.0.1 port = {named.port} minSampling = 10 minPolling = 1 }}\n}}\n")
             return str(path)
 
         agent = AgentInNamespace(a, str(tmp_path), conf=dns_conf)

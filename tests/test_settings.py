@@ -51,6 +51,18 @@ def test_txt_keys_are_hsflowds():
                                    "agent", "agent.cidr", "agentip"}
 
 
+def test_dns_limits_name_settings_the_file_alone_sets():
+    """txt_min/txt_max name the dns-sd { } setting that bounds a TXT value; DNS cannot set it."""
+    bounded = {attr: (option.txt_min, option.txt_max) for attr, option in SETTINGS.items()
+               if option.txt_min or option.txt_max}
+    assert bounded == {"polling": ("dnssd_min_polling", None),
+                       "sampling": ("dnssd_min_sampling", None),
+                       "sampling_by_speed": ("dnssd_min_sampling", None),
+                       "header_bytes": (None, "dnssd_max_header_bytes")}
+    for limit in {name for pair in bounded.values() for name in pair if name}:
+        assert SETTINGS[limit].block == "dns-sd" and not SETTINGS[limit].txt
+
+
 def test_auto_file_text():
     settings = Settings(polling=20, sampling_by_speed=MappingProxyType({"1G": 1000, "10G": 2000}),
                         collectors=(Collector("127.0.0.1"), Collector("::1", 6344)))

@@ -14,6 +14,15 @@ Choices where hsflowd leaves room (section 7 of the reference):
 - TXT keys are matched without regard to case (as hsflowd's config tokens); a bad string is
   skipped with a warning and never affects the others.
 
+DNS is unauthenticated, so whoever controls or spoofs the zone is bounded by the config file
+(the `dns-sd { }` limits in settings.py): a collector must be a unicast address a datagram can
+reach (not 0.0.0.0, ::, broadcast, multicast or an IPv6 link-local address, which needs a
+scope DNS cannot give); at most `maxCollectors` are used, the SRV records taken in RFC 2782
+order (lowest priority, then highest weight); a TXT value beyond the file's floor or ceiling
+is skipped; a `txtvers` other than 1 refuses every TXT setting. One SRV target that fails to
+resolve costs only itself: the others and the TXT settings still apply, unless no target
+resolved at all (then the lookup failed, and the last good settings stay).
+
 dnspython is blocking, so `DnsSdWatcher` runs the lookups in one thread and hands results to
 the agent's loop through a `Handoff`.
 """
@@ -54,6 +63,10 @@ class DnsSdError(Exception):
 
 class _NoSuchName(DnsSdError):
     """NXDOMAIN: lets a search-list walk move on to the next domain."""
+
+
+class Cancelled(DnsSdError):
+    """The lookup was abandoned between two queries (its watcher is closing)."""
 
 
 @dataclass(frozen=True)
@@ -123,9 +136,9 @@ def _shown(raw: bytes) -> str:
     return repr(raw[:40])[1:] + ("..." if len(raw) > 40 else "")
 
 
-def parse_string(raw: bytes) -> tuple[str, str | None, object] | None:
+def parse_string(raw: bytes, limits: Settings = Settings()) -> tuple[str, str | None, object] | None:
     """One TXT string -> (attribute, speed key or None, value), e.g. ("polling", None, 20) or
-    ("sampling_by_speed", "10G", 2000).
+    ("sampling_by_speed", "10G", 2000); `limits` holds the file's bounds on DNS-SD's values.
 
     None for `txtvers`; ValueError naming the problem for anything unusable."""
     if len(raw) > MAX_TXT_STRING:
@@ -140,23 +153,55 @@ def parse_string(raw: bytes) -> tuple[str, str | None, object] | None:
         return None
     if key in TXT_KEYS:
         attribute, check = TXT_KEYS[key]
-        return attribute, None, check(value)
+        return attribute, None, within_limits(attribute, check(value), limits)
     if key.startswith(SPEED_PREFIX):
         speed = parse_speed_key(key[len(SPEED_PREFIX):])
         if not speed:
             raise ValueError("link speed 0 has no sampling rate")
-        return "sampling_by_speed", speed_key(speed), SETTINGS["sampling_by_speed"].parse(value)
+        rate = SETTINGS["sampling_by_speed"].parse(value)
+        return "sampling_by_speed", speed_key(speed), within_limits("sampling_by_speed", rate, limits)
     raise ValueError(f"unknown key {key!r}")
 
 
-def parse_txt(strings) -> tuple[dict, list[str]]:
-    """TXT character-strings (bytes, in a stable order) -> (attribute -> value, warnings)."""
+def within_limits(attribute: str, value, limits: Settings):
+    """`value`, when the config file lets DNS-SD set it (0, sampling off, is always allowed)."""
+    option = SETTINGS[attribute]
+    if option.txt_min and value and value < getattr(limits, option.txt_min):
+        raise ValueError(f"{value} is below the config file's floor for DNS-SD, "
+                         f"dns-sd {{ {_limit_text(option.txt_min, limits)} }}")
+    if option.txt_max and value > getattr(limits, option.txt_max):
+        raise ValueError(f"{value} is above the config file's ceiling for DNS-SD, "
+                         f"dns-sd {{ {_limit_text(option.txt_max, limits)} }}")
+    return value
+
+
+def _limit_text(attribute: str, limits: Settings) -> str:
+    return f"{SETTINGS[attribute].key} = {getattr(limits, attribute)}"
+
+
+def txt_version_problem(strings) -> str | None:
+    """Why these TXT strings are of a version this agent does not know (RFC 6763 6.7), or
+    None: `txtvers=1`, or no txtvers at all (hsflowd's records often have none)."""
+    for raw in strings:
+        key, _, version = raw.partition(b"=")
+        if key.lower() == b"txtvers" and version != b"1":
+            return (f"{_shown(raw)}: not version 1, so every TXT setting is refused "
+                    "(another version may mean something else by them)")
+    return None
+
+
+def parse_txt(strings, limits: Settings = Settings()) -> tuple[dict, list[str]]:
+    """TXT character-strings (bytes, in a stable order) -> (attribute -> value, warnings);
+    `limits`: the file's settings, whose dns-sd { } limits bound the values."""
+    version_problem = txt_version_problem(strings)
+    if version_problem:
+        return {}, [f"TXT {version_problem}"]
     settings: dict = {}
     by_speed: dict[str, int] = {}
     warnings: list[str] = []
     for raw in strings:
         try:
-            parsed = parse_string(raw)
+            parsed = parse_string(raw, limits)
         except ValueError as error:
             warnings.append(f"TXT {_shown(raw)} skipped: {error}")
             continue
@@ -192,29 +237,38 @@ def _resolver(settings: Settings, timeout: float, resolv_conf: str) -> dns.resol
     return resolver
 
 
-def _servers(resolver: dns.resolver.Resolver) -> str:
-    servers = ", ".join(str(server) for server in resolver.nameservers)
-    return servers if resolver.port == 53 else f"{servers} port {resolver.port}"
+class _Asker:
+    """The queries of one lookup: each is blocking, so a lookup that is no longer wanted
+    (`cancel` set) stops before its next query instead of running them all."""
+
+    def __init__(self, resolver: dns.resolver.Resolver, cancel: threading.Event | None):
+        self.resolver = resolver
+        self.cancel = cancel
+
+    def __call__(self, name: dns.name.Name, rdtype: str):
+        """The answer's RRset, None when the name exists without such records; DnsSdError else."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("lookup abandoned")
+        try:
+            return self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False).rrset
+        except dns.resolver.NXDOMAIN:
+            raise _NoSuchName(f"{name} does not exist (NXDOMAIN)") from None
+        except dns.exception.Timeout:
+            raise DnsSdError(f"{name} {rdtype}: no answer from {self.servers()} "
+                             f"within {self.resolver.lifetime:g} s") from None
+        except dns.resolver.NoNameservers as error:
+            # each entry: (server, tcp?, port, rcode text or exception, response)
+            said = "; ".join(f"{entry[0]} answered {entry[3]}" for entry in error.kwargs["errors"])
+            raise DnsSdError(f"{name} {rdtype}: {said or 'no usable nameserver'}") from None
+        except dns.exception.DNSException as error:
+            raise DnsSdError(f"{name} {rdtype}: {error}") from None
+
+    def servers(self) -> str:
+        servers = ", ".join(str(server) for server in self.resolver.nameservers)
+        return servers if self.resolver.port == 53 else f"{servers} port {self.resolver.port}"
 
 
-def _query(resolver: dns.resolver.Resolver, name: dns.name.Name, rdtype: str):
-    """The answer's RRset, None when the name exists without such records; DnsSdError else."""
-    try:
-        return resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False).rrset
-    except dns.resolver.NXDOMAIN:
-        raise _NoSuchName(f"{name} does not exist (NXDOMAIN)") from None
-    except dns.exception.Timeout:
-        raise DnsSdError(f"{name} {rdtype}: no answer from {_servers(resolver)} "
-                         f"within {resolver.lifetime:g} s") from None
-    except dns.resolver.NoNameservers as error:
-        # each entry: (server, tcp?, port, rcode text or exception, response)
-        said = "; ".join(f"{entry[0]} answered {entry[3]}" for entry in error.kwargs["errors"])
-        raise DnsSdError(f"{name} {rdtype}: {said or 'no usable nameserver'}") from None
-    except dns.exception.DNSException as error:
-        raise DnsSdError(f"{name} {rdtype}: {error}") from None
-
-
-def _find_service(resolver, names: list[dns.name.Name]):
+def _find_service(ask: _Asker, names: list[dns.name.Name]):
     """(name, SRV RRset) for the first name with SRV records.
 
     Without any: (first name that exists, None) when the others do not exist; DnsSdError
@@ -222,7 +276,9 @@ def _find_service(resolver, names: list[dns.name.Name]):
     exists, failures = None, []
     for name in names:
         try:
-            srv = _query(resolver, name, "SRV")
+            srv = ask(name, "SRV")
+        except Cancelled:
+            raise
         except DnsSdError as error:
             failures.append(error)
             continue
@@ -236,49 +292,106 @@ def _find_service(resolver, names: list[dns.name.Name]):
     raise DnsSdError("; ".join(str(error) for error in failures))
 
 
-def _address(resolver, target: dns.name.Name):
-    """The A RRset of `target`, else its AAAA RRset, else None."""
-    for rdtype in ("A", "AAAA"):
-        try:
-            rrset = _query(resolver, target, rdtype)
-        except _NoSuchName:
-            return None
-        if rrset is not None:
-            return rrset
+# Where a datagram cannot go, or goes to every host of a segment instead of one collector.
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # RFC 1122: a source, never a destination
+
+
+def unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `address` cannot be a collector learnt from DNS, or None when it can."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return unusable(address.ipv4_mapped)
+    if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        return "unspecified"
+    if address == _BROADCAST:
+        return "broadcast"
+    if address.is_multicast:
+        return "multicast"
+    if address.version == 6 and address.is_link_local:
+        return "link-local, which needs an interface DNS cannot name"
     return None
 
 
-def _collectors(resolver, srv) -> tuple[tuple[Collector, ...], list, list[str]]:
-    """(collectors sorted, address RRsets used, warnings) for the SRV records."""
-    collectors, used, warnings = set(), [], []
-    for record in sorted(srv or (), key=lambda r: (r.target, r.port)):
-        target = record.target.to_text()
-        if len(target.rstrip(".")) < 4:  # hsflowd's rule; covers "." (RFC 2782: no service)
-            warnings.append(f"SRV target {target!r} skipped: too short")
+def _target_address(ask: _Asker, target: dns.name.Name):
+    """(lowest usable address, its RRset, None) of `target`, IPv4 before IPv6; (None, None,
+    why not) when it has none. DnsSdError when a query failed."""
+    refused = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            rrset = ask(target, rdtype)
+        except _NoSuchName:
+            return None, None, "no such name (NXDOMAIN)"
+        usable = []
+        for record in rrset or ():
+            address = ipaddress.ip_address(record.address)
+            problem = unusable(address)
+            if problem:
+                refused.append(f"{address} ({problem})")
+            else:
+                usable.append(address)
+        if usable:
+            return min(usable), rrset, None
+    if refused:
+        return None, None, "no unicast address a datagram can reach: refused " + ", ".join(refused)
+    return None, None, "no A or AAAA record"
+
+
+def _srv_order(record) -> tuple:
+    """RFC 2782's preference (lowest priority, then highest weight), then a stable order."""
+    return record.priority, -record.weight, record.target, record.port
+
+
+def _collectors(ask: _Asker, srv, limit: int) -> tuple[tuple[Collector, ...], list, list[str]]:
+    """(collectors sorted, address RRsets used, warnings): at most `limit` collectors from the
+    SRV records in preference order, trying at most twice that many targets (each lookup may
+    take a timeout). DnsSdError when targets failed to resolve and none did."""
+    collectors, used, warnings, failed = set(), [], [], False
+    records = sorted(srv or (), key=_srv_order)
+    tried = 0
+    for index, record in enumerate(records):
+        if len(collectors) == limit or tried == 2 * limit:
+            left = len(records) - index
+            warnings.append(f"{left} more SRV record{'s' if left > 1 else ''} not used: at most "
+                            f"{limit} collectors from DNS-SD (dns-sd {{ maxCollectors = {limit} }})")
+            break
+        shown = f"SRV {record.priority} {record.weight} {record.port} {record.target}"
+        if len(record.target.to_text().rstrip(".")) < 4:  # hsflowd's rule; covers "." (RFC 2782: no service)
+            warnings.append(f"{shown} skipped: target too short")
             continue
         if record.port == 0:
-            warnings.append(f"SRV {target} skipped: port 0")
+            warnings.append(f"{shown} skipped: port 0")
             continue
-        rrset = _address(resolver, record.target)
-        if rrset is None:
-            warnings.append(f"SRV {target} skipped: no A or AAAA record")
+        tried += 1
+        try:
+            address, rrset, problem = _target_address(ask, record.target)
+        except Cancelled:
+            raise
+        except DnsSdError as error:
+            failed = True
+            warnings.append(f"{shown} skipped: {error}")
+            continue
+        if address is None:
+            warnings.append(f"{shown} skipped: {problem}")
             continue
         used.append(rrset)
-        lowest = min((ipaddress.ip_address(r.address) for r in rrset))
-        collectors.add(Collector(str(lowest), record.port))
+        collectors.add(Collector(str(address), record.port))
+    if failed and not collectors:
+        raise DnsSdError("no SRV target could be resolved: " + "; ".join(warnings))
     return tuple(sorted(collectors)), used, warnings
 
 
-def lookup(settings: Settings, timeout: float = QUERY_TIMEOUT,
-           resolv_conf: str = RESOLV_CONF) -> DnsSdResult:
-    """Query DNS-SD once. Raises DnsSdError when there is no trustworthy answer."""
-    resolver = _resolver(settings, timeout, resolv_conf)
-    name, srv = _find_service(resolver, _query_names(settings, resolv_conf))
-    txt = _query(resolver, name, "TXT")
-    collectors, addresses, warnings = _collectors(resolver, srv)
+def lookup(settings: Settings, timeout: float = QUERY_TIMEOUT, resolv_conf: str = RESOLV_CONF,
+           cancel: threading.Event | None = None) -> DnsSdResult:
+    """Query DNS-SD once. Raises DnsSdError when there is no trustworthy answer, Cancelled
+    (before its next query) once `cancel` is set. The file's `settings` bound what DNS-SD
+    may set."""
+    ask = _Asker(_resolver(settings, timeout, resolv_conf), cancel)
+    name, srv = _find_service(ask, _query_names(settings, resolv_conf))
+    txt = ask(name, "TXT")
+    collectors, addresses, warnings = _collectors(ask, srv, settings.dnssd_max_collectors)
     # servers may rotate records; sorting the TXT records keeps "which duplicate wins" stable
     strings = [s for record in sorted(txt or (), key=lambda r: r.strings) for s in record.strings]
-    txt_settings, txt_warnings = parse_txt(strings)
+    txt_settings, txt_warnings = parse_txt(strings, settings)
     rrsets = [rrset for rrset in (srv, txt, *addresses) if rrset is not None]
     return DnsSdResult(
         query=name.to_text(),
@@ -377,7 +490,7 @@ class DnsSdWatcher:
         return latest
 
     def state(self) -> str:
-        """Short status text: last success, last error, next query."""
+        """Short status text: last success and what it skipped, last error, next query."""
         with self._lock:
             latest, success_at, error, error_at, next_at = (
                 self._latest, self._success_at, self._error, self._error_at, self._next_at)
@@ -389,17 +502,22 @@ class DnsSdWatcher:
         else:
             parts.append(f"last success {now - success_at:.0f} s ago "
                          f"(collectors: {len(latest.collectors)})")
+            if latest.warnings:
+                parts.append(f"skipped {len(latest.warnings)}: " + "; ".join(latest.warnings))
         if error is not None:
             parts.append(f"last error {now - error_at:.0f} s ago: {error}")
-        parts.append(f"next query in {max(0.0, next_at - now):.0f} s")
+        if self._thread.is_alive():
+            parts.append(f"next query in {max(0.0, next_at - now):.0f} s")
+        else:
+            parts.append("lookups stopped: the DNS-SD thread has ended (see the log)")
         return "; ".join(parts)
 
     def close(self) -> None:
+        """Stop without waiting: a query in progress ends within its timeout, and the lookup
+        stops there (it is cancelled) and delivers nothing."""
         self._stop.set()
         self._wake.set()
-        # a lookup in progress ends within its timeouts; one finishing later finds the
-        # handoff closed and posts nothing
-        self._thread.join(timeout=self._timeout)
+        # a lookup finishing later finds the handoff closed and posts nothing
         self._handoff.close()
 
     # thread side
@@ -412,8 +530,13 @@ class DnsSdWatcher:
             if self._stop.is_set():
                 return
             try:
-                fresh = lookup(self._settings, self._timeout)
-            except DnsSdError as error:
+                fresh = lookup(self._settings, self._timeout, cancel=self._stop)
+            except Cancelled:
+                return
+            except Exception as error:  # a bug must not end the lookups: retry with backoff
+                if not isinstance(error, DnsSdError):
+                    log.error("DNS-SD lookup failed unexpectedly", exc_info=True)
+                    error = DnsSdError(f"internal error: {type(error).__name__}: {error}")
                 failures += 1
                 delay = next_delay(None, failures)
                 self._failed(error, failures, delay)
@@ -423,6 +546,8 @@ class DnsSdWatcher:
                 failures = 0
 
     def _failed(self, error: DnsSdError, failures: int, delay: float) -> None:
+        if self._stop.is_set():  # closed during the last query: its outcome is nobody's
+            return
         with self._lock:
             repeated = str(error) == self._error
             self._error = str(error)
@@ -434,6 +559,8 @@ class DnsSdWatcher:
             log.warning("DNS-SD lookup failed: %s (repeated %d times)", error, failures)
 
     def _succeeded(self, fresh: DnsSdResult, failures: int, delay: float) -> None:
+        if self._stop.is_set():
+            return
         if failures:
             log.info("DNS-SD lookup succeeded after %d failures", failures)
         with self._lock:

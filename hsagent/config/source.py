@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ..settings import Settings
+from ..settings import SETTINGS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,11 @@ def lookup_now(file_settings: Settings) -> Lookup:
 
 
 def _watcher_key(settings: Settings) -> tuple | None:
-    """What a DNS-SD watcher is built for; None when DNS-SD is off."""
-    return (settings.dnssd_domain, settings.dnssd_server, settings.dnssd_port) if settings.dnssd else None
+    """What a DNS-SD watcher is built for: everything in dns-sd { }, where to ask and the
+    limits its answers are held to; None when DNS-SD is off."""
+    if not settings.dnssd:
+        return None
+    return tuple(getattr(settings, attr) for attr, option in SETTINGS.items() if option.block == "dns-sd")
 
 
 class SettingsSource:
