@@ -234,7 +234,7 @@ HOSTILE = {  # target -> what it is refused for
 
 
 def test_collectors_are_unicast_addresses_a_datagram_can_reach(named):
-    settings = named.settings("hostile.hsn.test").replace("file", dnssd_max_collectors=9)
+    settings = settings_for(named, "hostile.hsn.test").replace("file", dnssd_max_collectors=9)
     result = dnssd.lookup(settings, timeout=TIMEOUT)
     # a target with a refused address and a good one: the good one; A refused: its AAAA
     assert sorted(dig(named, "mixed.hsn.test", "A")) == ["0.0.0.0", "127.0.0.4"]
@@ -267,7 +267,7 @@ def test_collectors_capped_in_srv_preference_order(named):
     assert result.collectors == tuple(Collector(f"127.0.1.{n}") for n in (0, 1, 2, 22))
     assert result.warnings == ["3 more SRV records not used: at most 4 collectors from DNS-SD "
                                "(dns-sd { maxCollectors = 4 })"]
-    three = named.settings("many.hsn.test").replace("file", dnssd_max_collectors=3)
+    three = settings_for(named, "many.hsn.test").replace("file", dnssd_max_collectors=3)
     assert dnssd.lookup(three, timeout=TIMEOUT).collectors == tuple(
         Collector(f"127.0.1.{n}") for n in (0, 1, 22))  # c2b weighs 20, c2 10
 
@@ -275,7 +275,7 @@ def test_collectors_capped_in_srv_preference_order(named):
 def test_a_hundred_srv_records_are_not_a_hundred_collectors(own_named):
     """(BIND serves at most 100 records of a type at a name; the issue's zone listed 1,000.)"""
     records = "".join(f"_sflow._udp.hundred IN SRV 0 0 {7000 + i} collector1\n" for i in range(100))
-    own_named.edit("; many.hsn.test:", records + "; many.hsn.test:")
+    edit(own_named, "; many.hsn.test:", records + "; many.hsn.test:")
     assert wait_until(lambda: len(dig(own_named, "_sflow._udp.hundred.hsn.test", "SRV")) == 100, 10)
     started = time.monotonic()
     result = lookup(own_named, "hundred.hsn.test")
@@ -324,7 +324,7 @@ def test_the_config_file_bounds_what_dns_may_set(named):
     # the same ratio from the file is the operator's own choice
     assert Settings(sampling_bps_ratio=1_000_000_000).sampling_rate(10_000_000_000) == 10
 
-    trusting = named.settings("greedy.hsn.test").replace(
+    trusting = settings_for(named, "greedy.hsn.test").replace(
         "file", dnssd_min_sampling=1, dnssd_max_header_bytes=256, dnssd_min_polling=1)
     result = dnssd.lookup(trusting, timeout=TIMEOUT)
     assert result.warnings == []
@@ -509,7 +509,7 @@ def test_watcher_survives_an_unexpected_exception(named, monkeypatch, caplog):
         return real_lookup(*args, **kwargs)
 
     monkeypatch.setattr(dnssd, "lookup", lookup_with_a_bug_the_first_time)
-    watcher = DnsSdWatcher(named.settings(), timeout=TIMEOUT, first_delay=0)
+    watcher = DnsSdWatcher(settings_for(named), timeout=TIMEOUT, first_delay=0)
     try:
         assert wait_until(lambda: "last error" in watcher.state(), 5)
         state = watcher.state()
@@ -530,7 +530,7 @@ def test_status_shows_no_countdown_for_a_thread_that_has_ended(named, monkeypatc
         raise SystemExit  # what nothing in the thread catches
 
     monkeypatch.setattr(dnssd, "lookup", end_the_thread)
-    watcher = DnsSdWatcher(named.settings(), timeout=TIMEOUT, first_delay=0)
+    watcher = DnsSdWatcher(settings_for(named), timeout=TIMEOUT, first_delay=0)
     try:
         assert wait_until(lambda: not watcher._thread.is_alive(), 5)
         state = watcher.state()
@@ -541,7 +541,7 @@ def test_status_shows_no_countdown_for_a_thread_that_has_ended(named, monkeypatc
 
 
 def test_status_names_what_was_skipped(named):
-    watcher = DnsSdWatcher(named.settings("partial.hsn.test"), timeout=TIMEOUT, first_delay=0)
+    watcher = DnsSdWatcher(settings_for(named, "partial.hsn.test"), timeout=TIMEOUT, first_delay=0)
     try:
         assert wait_readable(watcher.fileno(), 5)
         assert watcher.handle_events().settings == {"polling": 25}
@@ -586,7 +586,7 @@ def test_a_cancelled_lookup_stops_before_its_next_query(silent, tmp_path):
 
 def test_changing_the_domain_does_not_block_nor_leave_the_old_thread(silent, named):
     """SIGHUP with a new dns-sd domain: the loop waited up to 2 s for the old thread."""
-    new_file = named.settings()
+    new_file = settings_for(named)
     source = SettingsSource(silent.settings(), reread=lambda: new_file)
     try:
         assert silent.queried(5)  # the first watcher is in a query that will time out
@@ -605,7 +605,7 @@ def test_changing_the_domain_does_not_block_nor_leave_the_old_thread(silent, nam
 def test_new_limits_by_sighup_apply_to_the_next_answer(named):
     """The watcher held the limits it was built with: a file that trusts DNS-SD more (or less)
     changed nothing until a restart."""
-    strict = named.settings("greedy.hsn.test")
+    strict = settings_for(named, "greedy.hsn.test")
     trusting = strict.replace("file", dnssd_min_sampling=1, dnssd_max_header_bytes=256)
     source = SettingsSource(strict, reread=lambda: trusting)
     try:

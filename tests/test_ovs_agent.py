@@ -162,7 +162,8 @@ def test_a_dns_sd_change_reaches_ovsdb_within_a_second(ovs_agent, private_ovs):
     try:
         named.start()
         named.serve(srv(ovs_agent.collector.port) + txt("txtvers=1", "polling=4"))
-        ovs_agent.start(sources=f"  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 port = {named.port} }}")
+        ovs_agent.start(sources=f"  dns-sd {{ domain = .{ZONE} server = 127.0.0.1 port = {named.port}"
+                                 " minPolling = 1 }")  # the test's zone polls every 4-6 s
         within(lambda: br0(private_ovs) and br0_values(private_ovs)["polling"] == 4, 15)
         assert br0_values(private_ovs)["targets"] == [f"127.0.0.1:{ovs_agent.collector.port}"]
 
