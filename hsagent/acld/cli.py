@@ -1,9 +1,10 @@
 """`hsagent-acld`: the command line, and the service's start and stop.
 
-Runs in the foreground, logging to stderr (journald under systemd) unless `--syslog` or `--log-file`. Start:
-the saved ACLs are installed, then the API listens and systemd hears READY=1. SIGHUP re-reads
-the token file (a bad file is logged and the old tokens kept). SIGTERM/SIGINT: stop listening,
-finish the install in flight and what is queued, save the state, exit.
+Runs in the foreground, logging to stderr (journald under systemd) unless `--syslog` or
+`--log-file`. Start: the saved ACLs are installed, then the API listens and systemd hears
+READY=1. SIGHUP re-reads the token file (a bad file is logged and the old tokens kept).
+SIGTERM/SIGINT: stop listening, finish the install in flight and what is queued, save the
+state, exit.
 """
 
 from __future__ import annotations
