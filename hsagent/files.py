@@ -59,6 +59,17 @@ def replace(path: str, data: str | bytes, mode: int = 0o644) -> None:
         raise
 
 
+def sync_directory(directory: str) -> None:
+    """Make the renames and unlinks done in `directory` durable (fsync(2) of the directory:
+    `replace` alone leaves the old or the new file after a crash, but which one is only
+    settled once the directory is synced). Once after many changes is enough."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def give_file(path: str, uid: int, gid: int, mode: int = 0o644) -> None:
     """Create `path` if it is missing and make uid:gid its owner, through a descriptor."""
     fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, mode)

@@ -316,6 +316,20 @@ def private_ovs(netns):
 
 # --- the agent as a process --------------------------------------------------------------
 
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (its own CA): (cert file, key file)."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
 def run_once(conf, tmp_path, *extra, ns=None, timeout=60):
     cmd = [*HSAGENT, "--once", "-c", conf, "--auto-file", str(tmp_path / "hsagent.auto"), *extra]
     if ns is not None:

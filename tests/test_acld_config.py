@@ -65,7 +65,6 @@ def test_the_service_and_the_agent_stay_apart():
 
 
 def test_the_example_configuration_is_valid():
-    example = config.read_file(str(Path(__file__).parent.parent / "etc" / "hsagent-acld.conf"),
-                               required=True)
-    settings = config.apply(config.Settings(), *example)
+    example = Path(__file__).parent.parent / "etc" / "hsagent-acld.conf"
+    settings = cli.load_settings(cli.parser().parse_args(["-c", str(example)]))
     assert settings.listen == ("127.0.0.1", 8081) and settings.backend == "auto"

@@ -53,6 +53,13 @@ def test_replace_writes_the_whole_file_with_the_mode_asked_for_less_the_umask(tm
     assert os.listdir(tmp_path) == ["auto"]  # no temporary file left behind
 
 
+def test_sync_directory_takes_a_directory_only(tmp_path):
+    (tmp_path / "file").write_text("x")
+    files.sync_directory(str(tmp_path))
+    with pytest.raises(NotADirectoryError):
+        files.sync_directory(str(tmp_path / "file"))
+
+
 @pytest.mark.root
 def test_a_link_at_the_path_is_replaced_not_followed(shared_dir, victim):
     link = shared_dir / "hsagent.pid"

@@ -18,6 +18,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from ..service.web import bearer_auth
 from ..tokens import Tokens
 from .committer import CapacityError, Change, Closed, Committer
 from .rules import Acl, RuleError, check_name, parse_acl
@@ -58,7 +59,8 @@ class Api:
         self.max_body = max_body
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self.guard], client_max_size=self.max_body)
+        app = web.Application(middlewares=[bearer_auth(self.tokens, "hsagent-acld"), self.guard],
+                              client_max_size=self.max_body)
         app.router.add_get("/acl/", self.list_acls)
         app.router.add_delete("/acl/", self.delete_all)
         app.router.add_patch("/acl/", self.patch_acls)
@@ -73,19 +75,8 @@ class Api:
 
     @web.middleware
     async def guard(self, request: web.Request, handler) -> web.StreamResponse:
-        """Authentication first (every request, even to unknown paths), then errors as JSON,
-        and acl_server's Warning while the last install failed."""
-        tokens = self.tokens()
-        if tokens is not None:
-            verdict = tokens.check(request.headers.get("Authorization"))
-            if verdict in ("missing", "invalid"):
-                challenge = 'Bearer realm="hsagent-acld"' + (
-                    ', error="invalid_token"' if verdict == "invalid" else "")
-                return error(401, "a valid bearer token is needed" if verdict == "missing"
-                             else "the bearer token is not valid", {"WWW-Authenticate": challenge})
-            if verdict == "read" and request.method not in ("GET", "HEAD"):
-                return error(403, "this token may only read",
-                             {"WWW-Authenticate": 'Bearer realm="hsagent-acld", error="insufficient_scope"'})
+        """Errors as JSON, and acl_server's Warning while the last install failed (behind
+        the bearer check, which answers first, even for unknown paths)."""
         try:
             response = await handler(request)
         except Refused as refused:

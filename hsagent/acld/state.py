@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Mapping
 
-from .files import write_atomically
+from .. import files
 from .rules import Acl, RuleError, parse_acl
 
 log = logging.getLogger(__name__)
@@ -45,4 +45,5 @@ class StateStore:
 
     def save(self, acls: Mapping[str, Acl]) -> None:
         state = {"version": VERSION, "acls": {name: acls[name].lines() for name in sorted(acls)}}
-        write_atomically(self.path, json.dumps(state, indent=1).encode() + b"\n", mode=0o600)
+        files.replace(self.path, json.dumps(state, indent=1) + "\n", mode=0o600)
+        files.sync_directory(os.path.dirname(self.path))

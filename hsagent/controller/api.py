@@ -15,11 +15,11 @@ will do), 401 otherwise; only an explicit `api-no-auth` serves everyone, and say
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 
 from aiohttp import web
 
+from ..service.web import bearer_auth, listen, tls_context
 from ..tokens import Tokens
 from ..analyser.packets import field_text
 from ..analyser.thresholds import BITS_PER_BYTE
@@ -28,21 +28,6 @@ from .elephant import KEYS
 log = logging.getLogger(__name__)
 
 MAX_N = 1000
-
-
-def bearer_check(tokens: Tokens | None):
-    """hsagent-acld's rule: a token from the token file (read-only ones will do), else 401."""
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if tokens is not None:
-            verdict = tokens.check(request.headers.get("Authorization"))
-            if verdict in ("missing", "invalid"):
-                error = ', error="invalid_token"' if verdict == "invalid" else ""
-                raise web.HTTPUnauthorized(
-                    text='{"error": "a valid bearer token is needed"}', content_type="application/json",
-                    headers={"WWW-Authenticate": f'Bearer realm="hsagent-controller"{error}'})
-        return await handler(request)
-    return check
 
 
 def _count(request: web.Request, default: int) -> int:
@@ -132,16 +117,8 @@ async def serve_api(controller, options) -> web.AppRunner:
             raise ValueError("the API needs api-token-file (or acl-token-file), or api-no-auth")
         tokens = Tokens.load(token_file)
     api = Api(controller)
-    app = web.Application(middlewares=[bearer_check(tokens)])
+    app = web.Application(middlewares=[bearer_auth(lambda: tokens, "hsagent-controller")])
     app.add_routes([web.get("/flows", api.flows), web.get("/thresholds", api.thresholds),
                     web.get("/events", api.events), web.get("/controls", api.controls),
                     web.get("/metrics", api.metrics)])
-    context = None
-    if options.api_cert:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(options.api_cert, options.api_key)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host = options.api_listen.host or None  # None: every address
-    await web.TCPSite(runner, host, options.api_listen.port, ssl_context=context).start()
-    return runner
+    return await listen(app, options.api_listen, tls_context(options.api_cert, options.api_key))

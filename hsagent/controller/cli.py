@@ -6,8 +6,8 @@ import asyncio
 import logging
 import sys
 
-from .. import logs
-from .config import ConfigError, load
+from ..service.options import ConfigError, setup_logging
+from .config import load
 
 log = logging.getLogger("hsagent.controller")
 
@@ -15,14 +15,10 @@ log = logging.getLogger("hsagent.controller")
 def main(argv: list[str] | None = None) -> int:
     try:
         options, args = load(argv)
-    except (ConfigError, OSError) as err:
+    except ConfigError as err:
         print(f"hsagent-controller: {err}", file=sys.stderr)
         return 2
-    logs.setup(debug=1 if args.debug else 0)
-    if args.log_file:
-        handler = logging.FileHandler(args.log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().handlers[:] = [handler]
+    setup_logging(args)
     from ..tokens import TokenFileError
     from .service import Controller  # aiohttp is imported only once the options are good
     try:

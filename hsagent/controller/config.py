@@ -1,35 +1,24 @@
 """hsagent-controller's options: command line over config file over defaults.
 
-Every option is declared once in OPTIONS (name, parser, default, help); the command line is
-`--name VALUE` and the config file says `name = VALUE`, one a line, `#` starting a comment.
-An error names the file, the line and the problem, or the option.
+Every option is declared once in OPTIONS (`hsagent.service.options`' table shape: parser,
+help, metavar) beside its default in `Options`; the command line is `--name VALUE` and the
+config file says `name = VALUE`, one a line, `#` starting a comment. An error names the file,
+the line and the problem, or the option.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 from .. import __version__
+from ..service.options import (ConfigError, Endpoint, Option, add_common_arguments, add_options,
+                               boolean, convert, endpoint, gather, ranged)
 
 DEFAULT_CONFIG = "/etc/hsagent-controller.conf"
-
-
-class ConfigError(ValueError):
-    pass
-
-
-class Endpoint(NamedTuple):
-    host: str  # '' = every IPv4 and IPv6 address
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host or '[::]'}:{self.port}"
 
 
 class Threshold(NamedTuple):
@@ -43,20 +32,6 @@ class Threshold(NamedTuple):
 
 
 SUFFIXES = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-
-
-def endpoint(text: str) -> Endpoint:
-    """ADDR:PORT, [IPV6]:PORT or :PORT (every address)."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]*)\]:(\d+)|([0-9.]*):(\d+)", text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not ADDR:PORT (IPv6 as [ADDR]:PORT)")
-    host = match.group(1) if match.group(1) is not None else match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if host not in ("", "::"):
-        ipaddress.ip_address(host)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is not 0-65535")
-    return Endpoint("" if host == "::" else host, port)
 
 
 def threshold(text: str) -> Threshold:
@@ -80,15 +55,6 @@ def positive(text: str) -> float:
     return value
 
 
-def ranged(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"{value} is not in {low}-{high}")
-        return value
-    return parse
-
-
 def fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -108,18 +74,6 @@ def url_template(text: str) -> str:
     if not re.fullmatch(r"https?://\S+", text) or text.count("{") != text.count("{agent}"):
         raise ValueError(f"{text!r} is not an http(s) URL (it may hold {{agent}})")
     return text.rstrip("/")
-
-
-def boolean(text: str) -> bool:
-    if text.lower() in ("1", "yes", "on", "true"):
-        return True
-    if text.lower() in ("0", "no", "off", "false"):
-        return False
-    raise ValueError(f"{text!r} is not on or off")
-
-
-def path(text: str) -> str:
-    return text
 
 
 @dataclass(frozen=True)
@@ -146,27 +100,34 @@ class Options:
     api_no_auth: bool = False
 
 
-HELP = {
-    "sflow_listen": ("ADDR:PORT", endpoint, "where sFlow arrives ([::]:6343: IPv4 and IPv6)"),
-    "reuse_port": (None, boolean, "share the sFlow port with other processes (SO_REUSEPORT)"),
-    "agents": ("PREFIXES", networks, "take sFlow only from agents in these networks (comma-separated)"),
-    "threshold": ("10M|10%", threshold, "elephant: bits per second, or a share of the port speed"),
-    "smoothing": ("SECONDS", positive, "time constant t of the rate's moving average"),
-    "interval": ("SECONDS", positive, "how often controls of quiet flows are checked for removal"),
-    "hysteresis": ("FRACTION", fraction, "a control goes when its flow falls below this share of the threshold"),
-    "dscp": ("N", ranged(0, 63), "DSCP to mark elephants with"),
-    "cos": ("N", ranged(0, 7), "802.1p class of service to set"),
-    "max_controls": ("N", ranged(1, 100_000), "most controls in place on one switch"),
-    "max_flows": ("N", ranged(1, 10_000_000), "most flows tracked (the smallest go first)"),
-    "acl_url": ("URL", url_template, "the ACL service of a switch; {agent} is its sFlow agent address"),
-    "acl_token_file": ("FILE", path, "hsagent-acld's token file: its first token that may write is sent"),
-    "acl_ca_file": ("FILE", path, "CA certificates to check https ACL services with"),
-    "acl_timeout": ("SECONDS", positive, "time allowed for one ACL request"),
-    "api_listen": ("ADDR:PORT", endpoint, "the read-only JSON API"),
-    "api_token_file": ("FILE", path, "tokens accepted by the API, one a line (default: acl-token-file)"),
-    "api_cert": ("FILE", path, "serve the API over TLS with this certificate"),
-    "api_key": ("FILE", path, "and this key"),
-    "api_no_auth": (None, boolean, "serve the API to anyone (logged loudly)"),
+OPTIONS = {
+    "sflow-listen": Option(endpoint, "where sFlow arrives ([::]:6343: IPv4 and IPv6)", "ADDR:PORT"),
+    "reuse-port": Option(boolean, "share the sFlow port with other processes (SO_REUSEPORT)", None),
+    "agents": Option(networks, "take sFlow only from agents in these networks (comma-separated)",
+                     "PREFIXES"),
+    "threshold": Option(threshold, "elephant: bits per second, or a share of the port speed",
+                        "10M|10%"),
+    "smoothing": Option(positive, "time constant t of the rate's moving average", "SECONDS"),
+    "interval": Option(positive, "how often controls of quiet flows are checked for removal",
+                       "SECONDS"),
+    "hysteresis": Option(fraction, "a control goes when its flow falls below this share of the "
+                         "threshold", "FRACTION"),
+    "dscp": Option(ranged(0, 63), "DSCP to mark elephants with", "N"),
+    "cos": Option(ranged(0, 7), "802.1p class of service to set", "N"),
+    "max-controls": Option(ranged(1, 100_000), "most controls in place on one switch", "N"),
+    "max-flows": Option(ranged(1, 10_000_000), "most flows tracked (the smallest go first)", "N"),
+    "acl-url": Option(url_template, "the ACL service of a switch; {agent} is its sFlow agent "
+                      "address", "URL"),
+    "acl-token-file": Option(str, "hsagent-acld's token file: its first token that may write is "
+                             "sent", "FILE"),
+    "acl-ca-file": Option(str, "CA certificates to check https ACL services with", "FILE"),
+    "acl-timeout": Option(positive, "time allowed for one ACL request", "SECONDS"),
+    "api-listen": Option(endpoint, "the read-only JSON API", "ADDR:PORT"),
+    "api-token-file": Option(str, "tokens accepted by the API, one a line (default: "
+                             "acl-token-file)", "FILE"),
+    "api-cert": Option(str, "serve the API over TLS with this certificate", "FILE"),
+    "api-key": Option(str, "and this key", "FILE"),
+    "api-no-auth": Option(boolean, "serve the API to anyone (logged loudly)", None),
 }
 
 
@@ -174,54 +135,16 @@ def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hsagent-controller",
         description="Find elephant flows in sFlow and mark them through each switch's ACL service.")
-    parser.add_argument("--version", action="version", version=f"hsagent-controller {__version__}")
-    parser.add_argument("-c", "--config", metavar="FILE",
-                        help=f"config file (default {DEFAULT_CONFIG} when it exists)")
-    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
-    parser.add_argument("--log-file", metavar="FILE", help="log there instead of stderr")
-    for name, (metavar, _, text) in HELP.items():
-        option = "--" + name.replace("_", "-")
-        if metavar is None:
-            parser.add_argument(option, dest=name, action="store_const", const="on", help=text)
-        else:
-            parser.add_argument(option, dest=name, metavar=metavar, help=text)
+    add_common_arguments(parser, __version__, DEFAULT_CONFIG)
+    add_options(parser, OPTIONS)
     return parser
 
 
-def read_file(file: str) -> dict[str, Any]:
-    """`name = value` lines -> {field: parsed value}."""
-    values: dict[str, Any] = {}
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            name, equals, text = (part.strip() for part in line.partition("="))
-            field = name.replace("-", "_").lower()
-            if not equals or not text:
-                raise ConfigError(f"{file}:{number}: expected 'name = value'")
-            if field not in HELP:
-                raise ConfigError(f"{file}:{number}: unknown setting {name!r}")
-            try:
-                values[field] = HELP[field][1](text)
-            except ValueError as err:
-                raise ConfigError(f"{file}:{number}: {name}: {err}") from None
-    return values
-
-
 def load(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
-    """Options from the config file and the command line; ConfigError says what is wrong."""
+    """Options from the config file and the command line; ConfigError says what is wrong, as
+    "FILE:LINE: dscp: 64 is not in 0-63"."""
     args = arguments().parse_args(argv)
-    file = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
-    values = read_file(file) if file else {}
-    for name, (_, parse, _) in HELP.items():
-        text = getattr(args, name)
-        if text is not None:
-            try:
-                values[name] = parse(text)
-            except ValueError as err:
-                raise ConfigError(f"--{name.replace('_', '-')}: {err}") from None
-    options = Options(**values)
+    options = Options(**convert(gather(args, OPTIONS, DEFAULT_CONFIG), OPTIONS, quote=False))
     if (options.api_cert is None) != (options.api_key is None):
         raise ConfigError("api-cert and api-key go together")
     return options, args

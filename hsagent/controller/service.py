@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import signal
 import time
 
+from ..service.web import until_stopped
 from ..tokens import TokenFileError, Tokens, parse_tokens
 from ..analyser.engine import Analyser
 from ..analyser.listener import Listener, open_udp
@@ -134,9 +134,7 @@ class Controller:
                             self.on_datagram)
         api = await serve_api(self, o)
         listener.start(loop)
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop = until_stopped()
         timers = [loop.create_task(self._every(HOUSEKEEPING, self.housekeeping)),
                   loop.create_task(self._every(o.interval, self.app.check))]
         log.info("listening for sFlow on %s (udp port %d), API on %s; elephants above %s",

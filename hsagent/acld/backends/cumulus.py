@@ -15,7 +15,7 @@ import os
 import re
 from typing import Mapping
 
-from ..files import sync_dir, write_atomically
+from ... import files
 from ..rules import Acl
 from . import run
 
@@ -49,21 +49,21 @@ class CumulusBackend:
             raise
 
     def _read_ours(self) -> dict[str, bytes]:
-        files = {}
+        ours = {}
         for entry in os.scandir(self.policy_dir):
             if self._ours.match(entry.name) and entry.is_file(follow_symlinks=False):
                 with open(entry.path, "rb") as f:
-                    files[entry.path] = f.read()
-        return files
+                    ours[entry.path] = f.read()
+        return ours
 
     def _write(self, wanted: dict[str, bytes], present: dict[str, bytes]) -> None:
         """Make our files `wanted`, given that they are `present` now."""
         for path, data in wanted.items():
             if present.get(path) != data:
-                write_atomically(path, data, sync_directory=False)
+                files.replace(path, data)
         for path in present.keys() - wanted.keys():
             os.unlink(path)
-        sync_dir(self.policy_dir)
+        files.sync_directory(self.policy_dir)
 
 
 def render(acl: Acl) -> bytes:
