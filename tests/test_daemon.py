@@ -43,7 +43,8 @@ def daemon_config(receiver, readable_dir):
     path = readable_dir / "hsagent.conf"
 
     def make(user: str = "root") -> str:
-        return write_config(path, f"  DNSSD = off\n  user = {user}\n"
+        # polling = 2: each data source is first polled at a random offset within the interval
+        return write_config(path, f"  DNSSD = off\n  user = {user}\n  polling = 2\n"
                                   f"  collector {{ ip = {receiver.host} udpport = {receiver.port} }}")
 
     yield make
