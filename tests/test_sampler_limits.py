@@ -1,0 +1,141 @@
+"""Samplers under pressure, with the agent as a process in a namespace of the test's own:
+ports deleted in bulk (churn), more ports than descriptors, and the samples-per-second budget.
+
+Every datagram the agent sends goes to a receiver inside the namespace, which streams them
+back with their arrival times, so a test can ask what arrived while something else happened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import HSAGENT, wait_until
+from hsagent.sflow.datagram import CountersSample, FlowSample, decode_datagram
+
+RECEIVER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True)
+while True:
+    data = s.recv(65535)
+    print(f"{time.monotonic():.3f} {data.hex()}", flush=True)
+"""
+
+
+class Agent:
+    """hsagent -f in namespace `ns` with `body` in sflow { }, its datagrams collected as
+    (arrival time, decoded datagram); `prefix` runs before it (e.g. prlimit)."""
+
+    def __init__(self, ns, directory, body: str, prefix=()):
+        self.ns, self.directory = ns, directory
+        self.receiver = ns.popen(sys.executable, "-c", RECEIVER, stdout=subprocess.PIPE, text=True)
+        port = int(self.receiver.stdout.readline())
+        self.datagrams: list[tuple[float, object]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        conf = os.path.join(directory, "hsagent.conf")
+        with open(conf, "w") as f:
+            f.write(f"sflow {{\n DNSSD = off\n user = root\n"
+                    f" collector {{ ip = 127.0.0.1 udpport = {port} }}\n{body}\n}}\n")
+        self.log_path = os.path.join(directory, "agent.log")
+        with open(self.log_path, "w") as log:
+            self.proc = ns.popen(*prefix, *HSAGENT, "-f", "-c", conf, "--auto-file",
+                                 os.path.join(directory, "auto"), "--runtime-dir", directory,
+                                 stderr=log)
+
+    def _read(self):
+        for line in self.receiver.stdout:
+            when, data = line.split()
+            self.datagrams.append((float(when), decode_datagram(bytes.fromhex(data))))
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def host_counters_since(self, since: float) -> int:
+        return sum(1 for when, d in list(self.datagrams) if when >= since for s in d.samples
+                   if isinstance(s, CountersSample) and s.ds_class == 2)
+
+    def flow_samples(self):
+        return [s for _, d in list(self.datagrams) for s in d.samples if isinstance(s, FlowSample)]
+
+    def stop(self, timeout=20) -> tuple[int, float]:
+        """(exit code, seconds SIGTERM took)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.receiver.kill()
+            self.receiver.wait()
+            self._reader.join(5)
+        return code, time.monotonic() - started
+
+
+def add_veths(ns, count: int, first: int = 0) -> None:
+    """`count` veth pairs vNa/vNb, up (a switch port is sampled whatever its state)."""
+    batch = "".join(f"link add v{i}a type veth peer name v{i}b\nlink set v{i}a up\nlink set v{i}b up\n"
+                    for i in range(first, first + count))
+    subprocess.run(["ip", "-n", ns.name, "-batch", "-"], input=batch, text=True, check=True)
+
+
+def delete_veths(ns, count: int, first: int = 0) -> None:
+    batch = "".join(f"link del v{i}a\n" for i in range(first, first + count))
+    subprocess.run(["ip", "-n", ns.name, "-batch", "-"], input=batch, text=True, check=True)
+
+
+def sampling_lines(log: str) -> int:
+    return len(re.findall(r"pcap v\d+a: sampling 1 in", log))
+
+
+def open_packet_sockets(pid: int) -> int:
+    """The agent's AF_PACKET sockets, from the kernel's own table (/proc/net/packet lists
+    inodes; /proc/PID/fd links name them)."""
+    inodes = {line.split()[-1] for line in open(f"/proc/{pid}/net/packet").read().splitlines()[1:]}
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            count += 1
+    return count
+
+
+# --- churn: ports deleted in bulk ---------------------------------------------------------------
+
+PORTS = 200
+
+
+def test_ports_deleted_in_bulk_are_closed_quietly(netns, tmp_path):
+    ns = netns("hsc")
+    ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    agent = Agent(ns, str(tmp_path), " polling = 5\n switchport = v[0-9]+a")
+    try:
+        add_veths(ns, PORTS)
+        assert wait_until(lambda: sampling_lines(agent.log()) >= PORTS, 60), agent.log()[-2000:]
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == PORTS, 30)
+        delete_veths(ns, PORTS)
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == 0, 30)
+        add_veths(ns, PORTS // 2)  # ... and come back
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == PORTS // 2, 60)
+        assert agent.proc.poll() is None
+    finally:
+        code, _ = agent.stop()
+    log = agent.log()
+    assert code == 0, log[-2000:]
+    # no EBADF from a sampler closed earlier in the same selector round, no ENETDOWN noise
+    assert not re.search(r"ERROR|WARNING|Traceback", log), log[-3000:]
