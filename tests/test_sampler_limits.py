@@ -139,3 +139,70 @@ def test_ports_deleted_in_bulk_are_closed_quietly(netns, tmp_path):
     assert code == 0, log[-2000:]
     # no EBADF from a sampler closed earlier in the same selector round, no ENETDOWN noise
     assert not re.search(r"ERROR|WARNING|Traceback", log), log[-3000:]
+
+
+# --- descriptors: more ports than the open files limit allows ---------------------------------
+
+MANY = 300  # switch ports, more than a 256-descriptor agent may sample
+
+
+def wait_host_counters(agent, seconds) -> bool:
+    """Host counters (polled every second) keep arriving: some within each 3 s of `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        since = time.monotonic()
+        if not wait_until(lambda: agent.host_counters_since(since), 5):
+            return False
+        time.sleep(min(2.0, max(0.0, end - time.monotonic())))
+    return True
+
+
+def read_status(directory) -> dict:
+    import json
+
+    with open(os.path.join(directory, "status")) as f:
+        return json.load(f)
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(netns, tmp_path):
+    ns = netns("hsd")
+    add_veths(ns, MANY)
+    agent = Agent(ns, str(tmp_path), " polling = 1\n switchport = v[0-9]+a",
+                  prefix=("prlimit", "--nofile=256:2048"))
+    try:
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == MANY, 60), agent.log()[-2000:]
+        limits = open(f"/proc/{agent.proc.pid}/limits").read()
+        assert re.search(r"Max open files\s+2048\s+2048", limits), limits
+    finally:
+        code, seconds = agent.stop()
+    assert code == 0
+    # 300 AF_PACKET closes, each an RCU grace period in the kernel, overlap on threads
+    assert seconds < 3.0, seconds
+
+
+def test_ports_beyond_the_descriptor_limit_are_refused_and_the_agent_recovers(netns, tmp_path):
+    ns = netns("hsd")
+    agent = Agent(ns, str(tmp_path), " polling = 1\n switchport = v[0-9]+a",
+                  prefix=("prlimit", "--nofile=256:256"))
+    cap = 256 - 128  # the limit less the agent's reserve
+    try:
+        assert wait_until(lambda: agent.host_counters_since(0), 10)
+        add_veths(ns, MANY)
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == cap, 60), agent.log()[-2000:]
+        # while every sampler it may have is open, the rest of the agent works
+        assert wait_host_counters(agent, 6), agent.log()[-2000:]
+        status = wait_until(lambda: read_status(tmp_path) if os.path.exists(tmp_path / "status") else None, 40)
+        assert status and status["sample_budget"]["max_samplers"] == cap
+        # the ports go; the agent closes every sampler without needing a descriptor to find them
+        delete_veths(ns, MANY)
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == 0, 30)
+        add_veths(ns, 50, first=1000)  # new ports are sampled again
+        assert wait_until(lambda: open_packet_sockets(agent.proc.pid) == 50, 30)
+        assert wait_host_counters(agent, 4)
+    finally:
+        code, seconds = agent.stop()
+    log = agent.log()
+    assert code == 0, log[-2000:]
+    assert len(re.findall(r"WARNING.*not sampling \d+ more ports", log)) == 1, log[-3000:]
+    assert "Too many open files" not in log and "ERROR" not in log, log[-3000:]
+    assert seconds < 3.0, seconds
