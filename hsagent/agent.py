@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds: samples are never held longer than this
 HOUSEKEEPING_INTERVAL = 30.0  # seconds between agent-address checks and status updates
+LINK_EVENTS_SETTLE = 0.1  # seconds from a link event until the samplers follow the links
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Agent:
         self._selector = selectors.DefaultSelector()
         self._stopping = False
         self._reload_requested = False
-        self._links_changed = False
+        self._follow_links_at: float | None = None  # when link events are next applied
         self._throttle = Throttle(log)
         self._auto_text: str | None = None
         self._next_housekeeping = 0.0
@@ -162,9 +163,10 @@ class Agent:
     def _on_poller_events(self, poller) -> None:
         poller.handle_events()
         # Links (or containers) came or went: a configured device may exist now, a switch port
-        # appear or go, a link change speed. The samplers follow once the selector's whole batch
-        # is handled, so a thousand ports deleted at once cost a few passes, not a thousand.
-        self._links_changed = True
+        # appear or go, a link change speed. The samplers follow LINK_EVENTS_SETTLE later, so
+        # the events of a thousand ports deleted at once cost a few passes, not a thousand.
+        if self._follow_links_at is None:
+            self._follow_links_at = self._clock() + LINK_EVENTS_SETTLE
 
     def _remove_poller(self, name: str) -> None:
         poller = self.pollers.pop(name)
@@ -344,13 +346,14 @@ class Agent:
     def _loop(self) -> None:
         next_tick = self._clock()
         while not self._stopping:
-            for key, _ in self._selector.select(max(0.0, next_tick - self._clock())):
+            wake = next_tick if self._follow_links_at is None else min(next_tick, self._follow_links_at)
+            for key, _ in self._selector.select(max(0.0, wake - self._clock())):
                 # A callback earlier in this batch may have closed this descriptor (a sampler
                 # whose port went away) or replaced it: only what the selector still holds runs.
                 if self._selector.get_map().get(key.fd) is key:
                     self._run_callback(key.data)
-            if self._links_changed:
-                self._links_changed = False
+            if self._follow_links_at is not None and self._clock() >= self._follow_links_at:
+                self._follow_links_at = None
                 self._run_callback(self._follow_links)
             if self._reload_requested:
                 self._reload_requested = False
@@ -387,7 +390,8 @@ class Agent:
                          self._follow_links,  # a speed change can come without a link event
                          self._write_auto_file, self._write_status):
                 self._run_callback(step)
-        self.samplers.rebalance(now)
+        if self.samplers.rebalance(now):
+            self._write_status()  # `hsagent status` shows the rates in force
         if self.ovs is not None:
             self.ovs.tick(now)
         self.poll_due(now)

@@ -206,3 +206,81 @@ def test_ports_beyond_the_descriptor_limit_are_refused_and_the_agent_recovers(ne
     assert len(re.findall(r"WARNING.*not sampling \d+ more ports", log)) == 1, log[-3000:]
     assert "Too many open files" not in log and "ERROR" not in log, log[-3000:]
     assert seconds < 3.0, seconds
+
+
+# --- the samples-per-second budget ---------------------------------------------------------------
+
+BUDGET, FLOOD_PPS, QUIET_PPS, SECONDS = 200, 4_000, 40, 7
+PACED_SENDER = """
+import socket, sys, time
+flood_pps, quiet_pps, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+sent = [0, 0]
+while (now := time.monotonic() - start) < seconds:
+    for i, (sock, pps, dst) in enumerate(((flood, flood_pps, "198.18.10.1"), (quiet, quiet_pps, "198.18.11.1"))):
+        while sent[i] < now * pps:
+            sock.sendto(b"x" * 100, (dst, 5555))
+            sent[i] += 1
+    time.sleep(0.005)
+print(sent[0], sent[1])
+"""
+
+
+def interface_packets(ns, dev) -> int:
+    read = lambda name: int(ns.run("cat", f"/sys/class/net/{dev}/statistics/{name}").stdout)
+    return read("rx_packets") + read("tx_packets")
+
+
+def test_the_budget_raises_n_on_the_busy_port_and_every_sample_carries_the_rate_applied(netns, tmp_path):
+    a, b = netns("hsb"), netns("hsb")
+    for ns in (a, b):
+        ns.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    for n in (0, 1):  # a0 198.18.10.1 <-> b0, a1 198.18.11.1 <-> b1
+        subprocess.run(["ip", "link", "add", f"a{n}", "netns", a.name, "type", "veth", "peer", "name",
+                        f"b{n}", "netns", b.name], check=True)
+        for ns, end, host in ((a, "a", 1), (b, "b", 2)):
+            ns.run("ip", "addr", "add", f"198.18.{10 + n}.{host}/24", "dev", f"{end}{n}")
+            ns.run("ip", "link", "set", f"{end}{n}", "up")
+    # every packet asked for (as a hostile DNS-SD could), against a budget of 200 samples/s
+    agent = Agent(a, str(tmp_path), f" polling = 30\n sampling.10G = 1\n maxSamplesPerSecond = {BUDGET}\n"
+                                    " pcap { dev = a0 }\n pcap { dev = a1 }")
+    try:
+        assert wait_until(lambda: len(re.findall(r"pcap a\d: sampling 1 in 1\b", agent.log())) == 2, 20)
+        before = {dev: interface_packets(a, dev) for dev in ("a0", "a1")}
+        started = time.monotonic()
+        sender = b.popen(sys.executable, "-c", PACED_SENDER, str(FLOOD_PPS), str(QUIET_PPS), str(SECONDS))
+        time.sleep(SECONDS / 2)
+        status = read_status(tmp_path)  # rewritten when the budget changes a rate
+        assert sender.wait(60) == 0
+        ended = time.monotonic()
+        time.sleep(1.5)  # the last samples leave within a second
+        seen = {dev: interface_packets(a, dev) - before[dev] for dev in ("a0", "a1")}
+    finally:
+        code, _ = agent.stop()
+    log = agent.log()
+    assert code == 0, log[-2000:]
+    index = {dev: int(a.run("cat", f"/sys/class/net/{dev}/ifindex").stdout) for dev in ("a0", "a1")}
+    timed = [(when, s) for when, d in agent.datagrams for s in d.samples if isinstance(s, FlowSample)]
+    busy = [s for _, s in timed if s.ds_index == index["a0"]]
+    quiet = [s for _, s in timed if s.ds_index == index["a1"]]
+    # each sample stands for the packets its own rate says: together, the packets really seen
+    represented = sum(s.sampling_rate for s in busy)
+    assert abs(represented - seen["a0"]) <= 0.15 * seen["a0"], (represented, seen)
+    # once the agent has measured (a second), the host keeps to the budget
+    steady = [s for when, s in timed if started + 2.5 <= when <= ended]
+    per_second = len(steady) / (ended - started - 2.5)
+    assert 0.6 * BUDGET <= per_second <= 1.25 * BUDGET, per_second
+    # max-min fairness: the quiet port's 40 samples/s fit its share, so it keeps 1 in 1 ...
+    assert {s.sampling_rate for s in quiet} == {1} and len(quiet) >= 0.95 * seen["a1"], (len(quiet), seen)
+    # ... and the busy port gets the rest: N = its packet rate / (budget - the quiet port's)
+    steady_rates = sorted(s.sampling_rate for s in steady if s.ds_index == index["a0"])
+    applied = steady_rates[len(steady_rates) // 2]
+    expected = (seen["a0"] / (ended - started)) / (BUDGET - seen["a1"] / (ended - started))
+    assert 0.65 * expected <= applied <= 1.5 * expected, (applied, expected)
+    # `hsagent status` shows the rate in force beside the configured one
+    assert status["samplers"]["pcap a0"]["configured"] == 1
+    assert status["samplers"]["pcap a0"]["rate"] in set(steady_rates)
+    assert status["samplers"]["pcap a1"]["rate"] == 1
+    assert f"budget of {BUDGET} samples/s" in log, log[-2000:]

@@ -41,6 +41,10 @@ class Sampler(Protocol):
     def set_rate(self, rate: int) -> None:
         """Change the rate live, keeping the socket open."""
 
+    def alive(self) -> bool:
+        """False once what it samples is gone for good (its device deleted, even if one of
+        the same name and ifIndex has appeared since): it must be replaced."""
+
     def data_sources(self) -> Iterable[int]:
         """The ifIndexes (ds_index of 0:ifIndex) its flow samples are for."""
 

@@ -95,6 +95,11 @@ class PacketSampler:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def alive(self) -> bool:
+        """The kernel unbinds the socket when its device is unregistered (getsockname then
+        names no interface); asking needs no new descriptor."""
+        return bool(self._sock.getsockname()[0])
+
     def data_sources(self) -> set[int]:
         """The ifIndexes this sampler's flow samples are for."""
         return {self.ifindex}

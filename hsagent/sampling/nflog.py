@@ -232,6 +232,9 @@ class NflogSampler:
     def drops(self) -> int:
         return self.counts.drops
 
+    def alive(self) -> bool:
+        return True  # a netlink group outlives any device
+
     def data_sources(self) -> set[int]:
         return self.counts.data_sources()
 

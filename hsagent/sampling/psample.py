@@ -133,6 +133,9 @@ class PsampleSampler:
     def drops(self) -> int:
         return self.counts.drops
 
+    def alive(self) -> bool:
+        return True  # a netlink group outlives any device
+
     def data_sources(self) -> set[int]:
         return self.counts.data_sources()
 

@@ -109,7 +109,8 @@ class Samplers:
     def apply(self, settings) -> None:
         self.budget = settings.max_samples_per_second
         wanted = self._wanted(settings)
-        for key in [k for k in self._running if k not in wanted]:
+        # a device deleted and made again between two applies: same key, a dead socket
+        for key in [k for k, r in self._running.items() if k not in wanted or not r.sampler.alive()]:
             self._stop(key)
         refused, reconfigured = [], []
         for key, want in wanted.items():
@@ -213,12 +214,12 @@ class Samplers:
             running.packets += sum(sample.sampling_rate for sample in samples)
         return samples
 
-    def rebalance(self, now: float) -> None:
+    def rebalance(self, now: float) -> bool:
         """Measure each sampler's packets per second since the last call and, when the budget
-        binds, raise (or lower again) the rates in force."""
+        binds, raise (or lower again) the rates in force; True when a rate changed."""
         since, self._measured_since = self._measured_since, now
         if since is None or now <= since:
-            return
+            return False
         elapsed = now - since
         demands = {}
         for key, running in self._running.items():
@@ -226,7 +227,7 @@ class Samplers:
             demands[key] = budget.Demand(running.measured, running.configured, running.sampler.rate)
         self.demand = sum(budget.samples_per_second(d, d.configured) for d in demands.values())
         if not self.budget or not budget.needs_plan(demands, self.budget):
-            return
+            return False
         rates = self._plan(demands)
         # one line per change of plan, not per sampler: a switch may re-rate thousands of ports
         changed = [f"{_name(key)} 1 in {rate}" for key, rate in rates.items()
@@ -237,6 +238,7 @@ class Samplers:
                            "budget of %d samples/s (the configured rates would give %.0f): now %s",
                            self.budget, self.demand, ", ".join(changed[:8])
                            + (f" and {len(changed) - 8} more" if len(changed) > 8 else ""))
+        return bool(changed)
 
     def close(self) -> None:
         for key in list(self._running):
