@@ -121,8 +121,8 @@ class Samplers:
                 else:
                     self._start(key, want)
             elif running.configured != want.rate:
+                reconfigured.append((running, running.configured))
                 running.configured = want.rate
-                reconfigured.append(running)
         self._refuse(refused)
         if reconfigured:
             self._reconfigure(reconfigured)
@@ -169,14 +169,16 @@ class Samplers:
         self._by_sampler[id(sampler)] = running
         self._opened(sampler)
 
-    def _reconfigure(self, reconfigured: list[_Running]) -> None:
+    def _reconfigure(self, reconfigured: list[tuple[_Running, int]]) -> None:
         """New settings' rates, each raised at once where the budget needs it for the packet
-        rates measured last (a DNS-SD `sampling=1` never reaches the kernel on a busy port)."""
+        rates measured last (a DNS-SD `sampling=1` never reaches the kernel on a busy port).
+        One that cannot be applied keeps its old configured rate: the next apply tries again."""
         rates = self._plan({r.key: budget.Demand(r.measured, r.configured, r.sampler.rate)
                             for r in self._running.values()})
-        for running in reconfigured:
-            if rates[running.key] != running.sampler.rate:
-                self._set_rate(running, rates[running.key])
+        for running, previous in reconfigured:
+            rate = rates[running.key]
+            if rate != running.sampler.rate and not self._set_rate(running, rate):
+                running.configured = previous
 
     def _plan(self, demands: dict) -> dict:
         if not self.budget:
