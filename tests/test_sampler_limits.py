@@ -141,6 +141,28 @@ def test_ports_deleted_in_bulk_are_closed_quietly(netns, tmp_path):
     assert not re.search(r"ERROR|WARNING|Traceback", log), log[-3000:]
 
 
+def test_repeated_failures_of_one_callback_are_counted_not_logged_each_time(caplog):
+    """The throttle key names the failing function, not a callable's repr (an address each)."""
+    import errno
+    import functools
+    import logging
+
+    from hsagent.agent import Agent as InProcessAgent
+
+    agent = InProcessAgent(auto_file=None)
+    try:
+        def read_sampler(sampler):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+        with caplog.at_level(logging.ERROR, logger="hsagent"):
+            for sampler in range(50):
+                agent._run_callback(functools.partial(read_sampler, sampler))
+                agent._run_callback(lambda: read_sampler(None))
+        assert len(caplog.records) == 2, [r.getMessage() for r in caplog.records]
+    finally:
+        agent.close()
+
+
 # --- descriptors: more ports than the open files limit allows ---------------------------------
 
 MANY = 300  # switch ports, more than a 256-descriptor agent may sample

@@ -63,3 +63,7 @@ class Wanted(NamedTuple):
     key: tuple  # (kind, what needs a new socket when it changes...); its first two name it in logs
     rate: int
     start: Callable[[], Sampler]  # opens the sampler; raises when it cannot
+    # True: the agent sets the rate in the kernel, so the samples-per-second budget may raise
+    # it; False: someone else's (a tc sample action, an administrator's iptables rule): its
+    # samples count against the budget, its rate is left alone
+    budgeted: bool = True

@@ -317,6 +317,7 @@ def enabled(settings) -> bool:
 def wanted(settings, links) -> list:
     nflog = settings.nflog
     rate = round(1 / nflog.probability) if nflog.probability else settings.sampling
-    return [Wanted(("nflog", nflog.group, nflog.probability is not None, settings.header_bytes), rate,
-                   lambda: NflogSampler.from_settings(settings))]
+    ours = nflog.probability is not None  # our rule: the budget may change its probability
+    return [Wanted(("nflog", nflog.group, ours, settings.header_bytes), rate,
+                   lambda: NflogSampler.from_settings(settings), budgeted=ours)]
 

@@ -163,5 +163,5 @@ def enabled(settings) -> bool:
 def wanted(settings, links) -> list:
     group, rate, header_bytes = settings.psample.group, settings.sampling, settings.header_bytes
     return [Wanted(("psample", group, header_bytes), rate,
-                   lambda: PsampleSampler(group, rate, header_bytes))]
+                   lambda: PsampleSampler(group, rate, header_bytes), budgeted=False)]
 

@@ -70,8 +70,11 @@ class _Running:
     key: tuple
     sampler: Sampler
     configured: int  # the rate the settings ask for; sampler.rate may be higher (the budget)
+    budgeted: bool  # may the budget change its rate (Wanted.budgeted)
     packets: int = 0  # since the last rebalance: sum of the sampling_rate of its samples
+    samples: int = 0  # since the last rebalance
     measured: float = 0.0  # packets per second over the last rebalance's interval
+    sampled: float = 0.0  # samples per second over the same
 
 
 class Samplers:
@@ -165,7 +168,7 @@ class Samplers:
             return
         self._throttle.clear(f"start:{_name(key)}")
         log.info("%s: sampling 1 in %d", _name(key), sampler.rate)
-        running = self._running[key] = _Running(key, sampler, want.rate)
+        running = self._running[key] = _Running(key, sampler, want.rate, want.budgeted)
         self._by_sampler[id(sampler)] = running
         self._opened(sampler)
 
@@ -173,17 +176,26 @@ class Samplers:
         """New settings' rates, each raised at once where the budget needs it for the packet
         rates measured last (a DNS-SD `sampling=1` never reaches the kernel on a busy port).
         One that cannot be applied keeps its old configured rate: the next apply tries again."""
-        rates = self._plan({r.key: budget.Demand(r.measured, r.configured, r.sampler.rate)
-                            for r in self._running.values()})
+        rates = self._plan()
         for running, previous in reconfigured:
-            rate = rates[running.key]
+            rate = rates.get(running.key, running.configured)
             if rate != running.sampler.rate and not self._set_rate(running, rate):
                 running.configured = previous
 
-    def _plan(self, demands: dict) -> dict:
+    def _demands(self) -> tuple[dict, int]:
+        """The budgeted samplers' demands as last measured, and the budget left to them once
+        the others' samples (whose rates are not ours to change) are counted."""
+        ours = {key: budget.Demand(r.measured, r.configured, r.sampler.rate)
+                for key, r in self._running.items() if r.budgeted}
+        theirs = sum(r.sampled for r in self._running.values() if not r.budgeted)
+        return ours, max(1, round(self.budget - theirs))
+
+    def _plan(self) -> dict:
+        """key -> the rate each budgeted sampler should have now."""
+        ours, left = self._demands()
         if not self.budget:
-            return {key: demand.configured for key, demand in demands.items()}
-        return budget.plan(demands, self.budget)
+            return {key: demand.configured for key, demand in ours.items()}
+        return budget.plan(ours, left)
 
     def _set_rate(self, running: _Running, rate: int, level: int = logging.INFO) -> bool:
         old = running.sampler.rate
@@ -214,6 +226,7 @@ class Samplers:
         running = self._by_sampler.get(id(sampler))
         if running is not None:
             running.packets += sum(sample.sampling_rate for sample in samples)
+            running.samples += len(samples)
         return samples
 
     def rebalance(self, now: float) -> bool:
@@ -223,14 +236,18 @@ class Samplers:
         if since is None or now <= since:
             return False
         elapsed = now - since
-        demands = {}
-        for key, running in self._running.items():
-            running.measured, running.packets = running.packets / elapsed, 0
-            demands[key] = budget.Demand(running.measured, running.configured, running.sampler.rate)
-        self.demand = sum(budget.samples_per_second(d, d.configured) for d in demands.values())
-        if not self.budget or not budget.needs_plan(demands, self.budget):
+        for running in self._running.values():
+            running.measured, running.sampled = running.packets / elapsed, running.samples / elapsed
+            running.packets = running.samples = 0
+        ours, left = self._demands()
+        self.demand = sum(budget.samples_per_second(d, d.configured) for d in ours.values()) \
+            + sum(r.sampled for r in self._running.values() if not r.budgeted)
+        if not self.budget:  # none (any more): the configured rates
+            rates = {key: demand.configured for key, demand in ours.items()}
+        elif budget.needs_plan(ours, left):
+            rates = budget.plan(ours, left)
+        else:
             return False
-        rates = self._plan(demands)
         # one line per change of plan, not per sampler: a switch may re-rate thousands of ports
         changed = [f"{_name(key)} 1 in {rate}" for key, rate in rates.items()
                    if rate != self._running[key].sampler.rate
