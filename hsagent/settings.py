@@ -26,8 +26,8 @@ DEFAULT_BPS_RATIO = 1_000_000  # sampling 1-in-(link speed / this) when no rate 
 MIN_SPEED_RATE = 100  # floor of the speed rule
 # Samples a second per host. The speed rule gives about 1,500 samples/s per saturated link
 # (1 in 10,000 of 14.9 M minimum-size frames/s at 10G), so this leaves three such links
-# their configured rates, at a few percent of a core; a switch ASIC stops near 16,000 for
-# all its ports.
+# their configured rates, for a sixth of a core at most (README: the budget); a switch ASIC
+# stops near 16,000 for all its ports.
 DEFAULT_SAMPLE_BUDGET = 5_000
 DEFAULT_CONFIG_FILE = "/etc/hsagent.conf"
 DEFAULT_AUTO_FILE = "/etc/hsagent.auto"

@@ -71,7 +71,8 @@ class _Running:
     sampler: Sampler
     configured: int  # the rate the settings ask for; sampler.rate may be higher (the budget)
     budgeted: bool  # may the budget change its rate (Wanted.budgeted)
-    packets: int = 0  # since the last rebalance: sum of the sampling_rate of its samples
+    packets: int = 0  # since the last rebalance: sum of the sampling_rate of its samples, and of lost ones
+    drops: int = 0  # the sampler's drops when last read
     samples: int = 0  # since the last rebalance
     measured: float = 0.0  # packets per second over the last rebalance's interval
     sampled: float = 0.0  # samples per second over the same
@@ -168,7 +169,8 @@ class Samplers:
             return
         self._throttle.clear(f"start:{_name(key)}")
         log.info("%s: sampling 1 in %d", _name(key), sampler.rate)
-        running = self._running[key] = _Running(key, sampler, want.rate, want.budgeted)
+        running = self._running[key] = _Running(key, sampler, want.rate, want.budgeted,
+                                                drops=sampler.drops)
         self._by_sampler[id(sampler)] = running
         self._opened(sampler)
 
@@ -225,8 +227,11 @@ class Samplers:
         samples = sampler.read()
         running = self._by_sampler.get(id(sampler))
         if running is not None:
-            running.packets += sum(sample.sampling_rate for sample in samples)
-            running.samples += len(samples)
+            # samples the kernel could not queue stood for packets too: a sampler that cannot
+            # keep up must not look quieter than it is
+            lost, running.drops = sampler.drops - running.drops, sampler.drops
+            running.packets += sum(sample.sampling_rate for sample in samples) + lost * sampler.rate
+            running.samples += len(samples) + lost
         return samples
 
     def rebalance(self, now: float) -> bool:
