@@ -9,9 +9,9 @@ file descriptors in the same selector, so nothing waits on anything else.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import functools
 import random
 import selectors
 import signal
@@ -67,7 +67,8 @@ class Agent:
         self.agent_device: str | None = None
         self.pollers: dict[str, pollers.Poller] = {}
         self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler,
-                                 link_speed=self._link_speed, links=self._link_names)
+                                 deliver=self._add_samples, link_speed=self._link_speed,
+                                 links=self._link_names)
         self.ovs = None  # hsagent.ovs.sync.OvsSync while ovs { } is on
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
@@ -195,7 +196,10 @@ class Agent:
             self.builder.reset_sample_sequence(FlowSample, DS_IFINDEX, ds_index)
 
     def _read_sampler(self, sampler) -> None:
-        for sample in self.samplers.read(sampler):
+        self._add_samples(self.samplers.read(sampler))
+
+    def _add_samples(self, samples) -> None:
+        for sample in samples:
             self.add_sample(sample)
 
     def _choose_agent_address(self) -> None:

@@ -65,7 +65,10 @@ class PacketSampler:
                  rcvbuf: int = DEFAULT_RCVBUF, batch: int = DEFAULT_BATCH,
                  roots: procfs.Roots = procfs.HOST):
         self.ifname = ifname
-        self.ifindex = socket.if_nametoindex(ifname)
+        try:
+            self.ifindex = socket.if_nametoindex(ifname)
+        except OSError:  # CPython's carries no errno: say what it is
+            raise OSError(errno.ENODEV, f"{ifname}: no such device") from None
         self.rate = rate
         self.header_bytes = header_bytes
         self.batch = batch

@@ -24,6 +24,7 @@ filters when the host would send more than `max_samples_per_second`.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import resource
@@ -79,16 +80,18 @@ class _Running:
 
 
 class Samplers:
-    """The running samplers; `opened`/`closed` tell the agent's selector about their sockets;
+    """The running samplers; `opened`/`closed` tell the agent's selector about their sockets,
+    `deliver(samples)` takes samples read outside the selector's calls (those a rate change
+    drained from the queue, at the old rate);
     `links()` is the host's interfaces by name (None: not known, ask the kernel);
     `link_speed(ifindex)` a link's speed in bits per second (0: unknown), or None when the
     caller does not know the link."""
 
-    def __init__(self, opened, closed,
+    def __init__(self, opened, closed, deliver=lambda samples: None,
                  link_speed: Callable[[int], int | None] = lambda index: None,
                  links: Callable[[], Mapping[str, int] | None] = lambda: None,
                  max_samplers: int | None = None):
-        self._opened, self._closed = opened, closed
+        self._opened, self._closed, self._deliver = opened, closed, deliver
         self._link_speed = link_speed
         self._links = links
         self.max_samplers = descriptor_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0]) \
@@ -165,7 +168,10 @@ class Samplers:
             sampler = want.start()
         except Exception as err:  # one sampler that cannot start must not stop the agent
             log.debug("starting %s failed", _name(key), exc_info=True)
-            self._throttle(logging.ERROR, f"start:{_name(key)}", "cannot sample %s: %s", _name(key), err)
+            if getattr(err, "errno", None) not in (errno.ENODEV, errno.ENXIO):
+                self._throttle(logging.ERROR, f"start:{_name(key)}", "cannot sample %s: %s", _name(key), err)
+            # else: the device went (or is not quite there) since the link events said it was;
+            # the next event or housekeeping round tries again
             return
         self._throttle.clear(f"start:{_name(key)}")
         log.info("%s: sampling 1 in %d", _name(key), sampler.rate)
@@ -208,6 +214,7 @@ class Samplers:
                            _name(running.key), rate, err)
             return False
         self._throttle.clear(f"rate:{_name(running.key)}")
+        self._deliver(self.read(running.sampler))  # now: the socket may not be readable again soon
         extra = f", configured 1 in {running.configured}" if rate != running.configured else ""
         log.log(level, "%s: sampling 1 in %d (was %d%s)", _name(running.key), rate, old, extra)
         return True
