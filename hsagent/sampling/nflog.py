@@ -190,7 +190,8 @@ def install_rules(probability: float, group: int) -> None:
     except OSError:
         undo = time.monotonic() + RULES_TIMEOUT
         for tool, args in inserted:
-            _iptables(tool, "-D", args, undo, check=False)
+            with contextlib.suppress(OSError):
+                _iptables(tool, "-D", args, undo, check=False)
         raise
 
 
