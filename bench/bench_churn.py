@@ -5,9 +5,11 @@
 
 For the baseline tree and for this one, alternately: a namespace with --ports veth pairs, the
 agent (`hsagent -f`, `switchport` matching one end of each) sampling all of them; then every
-port is deleted in one `ip -batch` and we wait until the agent holds no AF_PACKET socket. Reported:
-the agent's CPU time (user + system, /proc/PID/stat) from the deletion until then, the wall
-time it took, and the ERROR lines it logged. The baseline in the same run is the other tree.
+port is deleted in one `ip -batch` and we wait until the agent holds no AF_PACKET socket; then
+the ports are made again and, once all are sampled, the agent is stopped (SIGTERM). Reported:
+the agent's CPU time (user + system, /proc/PID/stat) from the deletion until all were closed,
+the wall time that took, the ERROR lines it logged, and how long SIGTERM took with every port
+sampled. The baseline in the same run is the other tree.
 """
 
 from __future__ import annotations
@@ -65,12 +67,16 @@ def measure(tree: str, ports: int) -> dict:
                                   "-c", str(conf), "--auto-file", str(Path(work, "auto")),
                                   "--runtime-dir", work], env=dict(os.environ, PYTHONPATH=tree),
                                  cwd=tree, stderr=log)
-        try:
-            batch = "".join(f"link add v{i}a type veth peer name v{i}b\nlink set v{i}a up\n"
-                            for i in range(ports))
+        batch = "".join(f"link add v{i}a type veth peer name v{i}b\nlink set v{i}a up\n"
+                        for i in range(ports))
+
+        def add_all():
             subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
             if not wait(lambda: packet_sockets(agent.pid) == ports, 120):
                 raise RuntimeError(f"the agent of {tree} did not open {ports} samplers")
+
+        try:
+            add_all()
             time.sleep(1)
             cpu, start = cpu_seconds(agent.pid), time.monotonic()
             subprocess.run(["ip", "-n", ns, "-batch", "-"], text=True, check=True,
@@ -78,6 +84,11 @@ def measure(tree: str, ports: int) -> dict:
             if not wait(lambda: packet_sockets(agent.pid) == 0, 120):
                 raise RuntimeError(f"the agent of {tree} did not close its samplers")
             result = {"cpu_s": cpu_seconds(agent.pid) - cpu, "wall_s": time.monotonic() - start}
+            add_all()
+            start = time.monotonic()
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(60)
+            result["stop_s"] = time.monotonic() - start
         finally:
             agent.send_signal(signal.SIGTERM)
             try:
@@ -106,7 +117,8 @@ def main() -> None:
     for name, results in runs.items():
         print(f"  {name:<10} agent CPU {statistics.median(r['cpu_s'] for r in results):6.2f} s, "
               f"until all closed {statistics.median(r['wall_s'] for r in results):6.2f} s, "
-              f"ERROR lines {statistics.median(r['errors'] for r in results):5.0f}")
+              f"ERROR lines {statistics.median(r['errors'] for r in results):5.0f}, "
+              f"SIGTERM with all sampled {statistics.median(r['stop_s'] for r in results):6.2f} s")
 
 
 if __name__ == "__main__":

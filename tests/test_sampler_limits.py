@@ -306,3 +306,15 @@ def test_the_budget_raises_n_on_the_busy_port_and_every_sample_carries_the_rate_
     assert status["samplers"]["pcap a0"]["rate"] in set(steady_rates)
     assert status["samplers"]["pcap a1"]["rate"] == 1
     assert f"budget of {BUDGET} samples/s" in log, log[-2000:]
+
+
+def test_the_service_files_allow_4096_ports_and_the_reserve():
+    from pathlib import Path
+
+    from hsagent.sampling.samplers import DESCRIPTOR_RESERVE
+
+    init = Path(__file__).resolve().parent.parent / "init"
+    unit = re.search(r"^LimitNOFILE=(\d+)$", (init / "hsagent.service").read_text(), re.M)
+    sysv = re.search(r'MAX_OPEN_FILES:=(\d+)', (init / "hsagent").read_text())
+    for found in (unit, sysv):
+        assert found and int(found.group(1)) >= 4096 + DESCRIPTOR_RESERVE
