@@ -163,6 +163,27 @@ def test_repeated_failures_of_one_callback_are_counted_not_logged_each_time(capl
         agent.close()
 
 
+def test_a_sampler_step_that_fails_does_not_stop_housekeeping(tmp_path, monkeypatch):
+    """iptables refusing a rate change (say) must not stop the status file being written."""
+    import json
+
+    from hsagent.agent import Agent as InProcessAgent
+    from hsagent.settings import Settings
+
+    agent = InProcessAgent(auto_file=None, status_file=str(tmp_path / "status"))
+    try:
+        agent.configure(Settings(dnssd=False))
+
+        def refuse(settings):
+            raise OSError("iptables: Permission denied (you must be root)")
+
+        monkeypatch.setattr(agent.samplers, "apply", refuse)
+        agent._tick(time.monotonic())
+        assert json.loads((tmp_path / "status").read_text())["pid"] == os.getpid()
+    finally:
+        agent.close()
+
+
 # --- descriptors: more ports than the open files limit allows ---------------------------------
 
 MANY = 300  # switch ports, more than a 256-descriptor agent may sample
