@@ -14,7 +14,8 @@ and a sampler class satisfying `Sampler`:
 - psample.PsampleSampler: the kernel's psample channel (tc `sample` action, switch ASICs)
 
 Adding a sampler is one module plus its name in KINDS. flows.py builds the samples for all of
-them, so header and interface conventions live in one place.
+them, so header and interface conventions live in one place; budget.py decides the rates that
+keep the host under its samples-per-second budget.
 """
 
 from __future__ import annotations
