@@ -9,6 +9,7 @@ file descriptors in the same selector, so nothing waits on anything else.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds: samples are never held longer than this
 HOUSEKEEPING_INTERVAL = 30.0  # seconds between agent-address checks and status updates
+LINK_EVENTS_SETTLE = 0.1  # seconds from a link event until the samplers follow the links
 
 
 @dataclass
@@ -65,12 +67,14 @@ class Agent:
         self.agent_device: str | None = None
         self.pollers: dict[str, pollers.Poller] = {}
         self.samplers = Samplers(opened=self._watch_sampler, closed=self._unwatch_sampler,
-                                 link_speed=self._link_speed)
+                                 deliver=self._add_samples, link_speed=self._link_speed,
+                                 links=self._link_names)
         self.ovs = None  # hsagent.ovs.sync.OvsSync while ovs { } is on
         self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
         self._selector = selectors.DefaultSelector()
         self._stopping = False
         self._reload_requested = False
+        self._follow_links_at: float | None = None  # when link events are next applied
         self._throttle = Throttle(log)
         self._auto_text: str | None = None
         self._next_housekeeping = 0.0
@@ -177,13 +181,15 @@ class Agent:
         self._due[name] = {}
         if isinstance(poller, pollers.EventSource):
             self._selector.register(poller.fileno(), selectors.EVENT_READ,
-                                    lambda c=poller: self._on_poller_events(c))
+                                    functools.partial(self._on_poller_events, poller))
 
     def _on_poller_events(self, poller) -> None:
         poller.handle_events()
         # Links (or containers) came or went: a configured device may exist now, a switch port
-        # appear, a link change speed. Cheap: one if_nameindex and a sysfs read per sampled device.
-        self.samplers.apply(self.settings)
+        # appear or go, a link change speed. The samplers follow LINK_EVENTS_SETTLE later, so
+        # the events of a thousand ports deleted at once cost a few passes, not a thousand.
+        if self._follow_links_at is None:
+            self._follow_links_at = self._clock() + LINK_EVENTS_SETTLE
 
     def _remove_poller(self, name: str) -> None:
         poller = self.pollers.pop(name)
@@ -192,6 +198,10 @@ class Agent:
             self._selector.unregister(poller.fileno())
         poller.close()
 
+    def _link_names(self) -> dict[str, int] | None:
+        interfaces = self.pollers.get("interfaces")
+        return None if interfaces is None else interfaces.names()
+
     def _link_speed(self, ifindex: int) -> int | None:
         """From the interface poller's table, which link events keep current."""
         interfaces = self.pollers.get("interfaces")
@@ -199,7 +209,7 @@ class Agent:
 
     def _watch_sampler(self, sampler) -> None:
         self._selector.register(sampler.fileno(), selectors.EVENT_READ,
-                                lambda: self._read_sampler(sampler))
+                                functools.partial(self._read_sampler, sampler))
 
     def _unwatch_sampler(self, sampler) -> None:
         self._selector.unregister(sampler.fileno())
@@ -208,7 +218,10 @@ class Agent:
             self.builder.reset_sample_sequence(FlowSample, DS_IFINDEX, ds_index)
 
     def _read_sampler(self, sampler) -> None:
-        for sample in sampler.read():
+        self._add_samples(self.samplers.read(sampler))
+
+    def _add_samples(self, samples) -> None:
+        for sample in samples:
             self.add_sample(sample)
 
     def _choose_agent_address(self, settings: Settings) -> None:
@@ -248,7 +261,12 @@ class Agent:
             "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,
             "data_sources": {name: len(due) for name, due in self._due.items()},
             "dnssd": self.source.state(),
-            "samplers": {name: {"rate": s.rate, "drops": s.drops} for name, s in self.samplers.labelled()},
+            "samplers": {name: {"rate": s.rate, "configured": configured, "drops": s.drops}
+                         for name, s, configured in self.samplers.labelled()},
+            "sample_budget": {"samples_per_second": self.samplers.budget,
+                              "configured_rates_would_give": round(self.samplers.demand),
+                              "samplers_refused": self.samplers.refused,
+                              "max_samplers": self.samplers.max_samplers},
             "ovs": self.ovs.status() if self.ovs is not None else "off",
         }
 
@@ -354,8 +372,15 @@ class Agent:
     def _loop(self) -> None:
         next_tick = self._clock()
         while not self._stopping:
-            for key, _ in self._selector.select(max(0.0, next_tick - self._clock())):
-                self._run_callback(key.data)
+            wake = next_tick if self._follow_links_at is None else min(next_tick, self._follow_links_at)
+            for key, _ in self._selector.select(max(0.0, wake - self._clock())):
+                # A callback earlier in this batch may have closed this descriptor (a sampler
+                # whose port went away) or replaced it: only what the selector still holds runs.
+                if self._selector.get_map().get(key.fd) is key:
+                    self._run_callback(key.data)
+            if self._follow_links_at is not None and self._clock() >= self._follow_links_at:
+                self._follow_links_at = None
+                self._run_callback(self._follow_links)
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
@@ -369,20 +394,30 @@ class Agent:
                 next_tick = max(next_tick + TICK, now)
         self.flush()
 
+    def _follow_links(self) -> None:
+        self.samplers.apply(self.settings)
+
     def _run_callback(self, callback) -> None:
         try:
             callback()
         except Exception as err:
-            self._throttle(logging.ERROR, f"event:{callback}", "event handling failed: %s", err)
+            # keyed by what failed (its function's name), not by the callable's repr, which
+            # holds an address: repeats must be counted, not logged each time
+            name = getattr(getattr(callback, "func", callback), "__qualname__", type(callback).__name__)
+            self._throttle(logging.ERROR, f"event:{name}", "%s failed: %s", name, err)
             log.debug("event handling failure", exc_info=True)
 
     def _tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
-            self._choose_agent_address(self.settings)
-            self.samplers.apply(self.settings)  # a speed change can come without a link event
-            self._write_auto_file()
-            self._write_status()
+            # each step on its own: one that fails (say, iptables) must not stop the others
+            # (the status file is how an operator sees what failed)
+            for step in (functools.partial(self._choose_agent_address, self.settings),
+                         self._follow_links,  # a speed change can come without a link event
+                         self._write_auto_file, self._write_status):
+                self._run_callback(step)
+        if self.samplers.rebalance(now):
+            self._write_status()  # `hsagent status` shows the rates in force
         if self.ovs is not None:
             self.ovs.tick(now)
         self.poll_due(now)

@@ -169,6 +169,9 @@ def _run(args) -> int:
     account = _account_to_run_as(settings)
     foreground = args.foreground or args.print_datagrams or args.once
     logs.setup(args.debug, syslog=not foreground)
+    from .sampling.samplers import raise_descriptor_limit
+
+    raise_descriptor_limit()  # a switch samples thousands of ports, a socket each
     started = None
     if not foreground:
         started = daemon.daemonize(args.pidfile)  # before any thread or socket exists

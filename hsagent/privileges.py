@@ -1,8 +1,10 @@
 """Least privilege: a root-started agent becomes an unprivileged user with two capabilities.
 
 Packet sampling needs CAP_NET_RAW (AF_PACKET sockets) and CAP_NET_ADMIN (netfilter log
-groups, iptables rules); nothing else the agent does needs root. The switch happens before
-any thread starts, because capset(2) changes only the calling thread.
+groups, iptables rules); nothing else the agent does needs root. Both are also ambient, so
+the iptables it runs (nflog { probability }) has CAP_NET_ADMIN, as under the systemd unit's
+AmbientCapabilities=. The switch happens before any thread starts, because capset(2) and
+prctl(2) change only the calling thread (threads started later inherit its capabilities).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from . import procfs
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 KEPT_CAPABILITIES = (CAP_NET_ADMIN, CAP_NET_RAW)
 PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 8, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 47, 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 FALLBACK_USERS = ("hsagent", "nobody")
 
@@ -84,10 +87,16 @@ def drop_to(account: pwd.struct_passwd, extra_groups=()) -> None:
         os.setuid(account.pw_uid)
         header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
         mask = capability_mask()
-        data = (_CapData * 2)(_CapData(mask, mask, 0), _CapData(0, 0, 0))
+        # inheritable too: an ambient capability must be permitted and inheritable
+        data = (_CapData * 2)(_CapData(mask, mask, mask), _CapData(0, 0, 0))
         if libc.capset(ctypes.byref(header), data) != 0:
             raise OSError(ctypes.get_errno(), "capset")
         libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+        # as the unit's AmbientCapabilities=: the iptables the NFLOG sampler runs (a plain
+        # program, no file capabilities) gets CAP_NET_ADMIN from us, or it cannot change rules
+        for cap in KEPT_CAPABILITIES:
+            if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), f"prctl(PR_CAP_AMBIENT_RAISE, {cap})")
         # as the unit's NoNewPrivileges=yes: no program we run gains privileges (setuid, file caps)
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
@@ -111,9 +120,10 @@ def _verify(account: pwd.struct_passwd) -> None:
     status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     uids = {int(u) for u in status["Uid"].split()}
     effective, bounding = int(status["CapEff"], 16), int(status["CapBnd"], 16)
+    ambient = int(status["CapAmb"], 16)
     no_new_privs = status["NoNewPrivs"].strip()
     if (uids != {account.pw_uid} or effective != capability_mask()
-            or bounding != capability_mask() or no_new_privs != "1"):
+            or bounding != capability_mask() or ambient != capability_mask() or no_new_privs != "1"):
         raise PrivilegeError(f"privileges not dropped as configured (uids {sorted(uids)}, "
-                             f"CapEff {effective:#x}, CapBnd {bounding:#x}, "
+                             f"CapEff {effective:#x}, CapBnd {bounding:#x}, CapAmb {ambient:#x}, "
                              f"NoNewPrivs {no_new_privs})")

@@ -24,6 +24,11 @@ from typing import Any
 
 DEFAULT_BPS_RATIO = 1_000_000  # sampling 1-in-(link speed / this) when no rate is given
 MIN_SPEED_RATE = 100  # floor of the speed rule
+# Samples a second per host. The speed rule gives about 1,500 samples/s per saturated link
+# (1 in 10,000 of 14.9 M minimum-size frames/s at 10G), so this leaves three such links
+# their configured rates, for a sixth of a core at most (README: the budget); a switch ASIC
+# stops near 16,000 for all its ports.
+DEFAULT_SAMPLE_BUDGET = 5_000
 DEFAULT_CONFIG_FILE = "/etc/hsagent.conf"
 DEFAULT_AUTO_FILE = "/etc/hsagent.auto"
 DEFAULT_RUNTIME_DIR = "/run/hsagent"
@@ -265,6 +270,10 @@ class Settings:
     # from DNS-SD, the rates it gives are raised to dnssd_min_sampling (sampling_rate())
     sampling_bps_ratio: int | None = setting(None, key="sampling.bps_ratio", **NUMBER,
                                              limits=(0, U31_MAX), txt=True)
+    # the most flow samples a second the whole host sends, whatever the rates (0: no budget);
+    # the config file's alone: DNS-SD may ask for any rate, never for more samples than this
+    max_samples_per_second: int = setting(DEFAULT_SAMPLE_BUDGET, key="maxSamplesPerSecond", **NUMBER,
+                                          limits=(0, 1_000_000))
     header_bytes: int = setting(128, key="headerBytes", **NUMBER, limits=(64, 256), txt=True,
                                 txt_max="dnssd_max_header_bytes", auto="header")
     datagram_bytes: int = setting(1400, key="datagramBytes", **NUMBER, limits=(200, 8192),

@@ -148,6 +148,7 @@ def test_comments_quotes_and_bom():
     ("sampling.bps_ratio", "0", "sampling_bps_ratio", 0),
     ("headerBytes", "256", "header_bytes", 256),
     ("datagramBytes", "1500", "datagram_bytes", 1500),
+    ("maxSamplesPerSecond", "800", "max_samples_per_second", 800),
     ("agent", "eth0.100", "agent", "eth0.100"),
     ("agent.cidr", "10.1.2.3/8", "agent_cidr", "10.0.0.0/8"),
     ("agent.cidr", "2001:db8::/32", "agent_cidr", "2001:db8::/32"),

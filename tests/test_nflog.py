@@ -160,3 +160,100 @@ def test_one_percent_of_100000_received_packets(veth):
         (header,) = sample.records
         assert (header.header_protocol, header.stripped, header.frame_length) == (1, 4, 246)
         assert udp_fields(header.header)[:4] == (0x0800, SRC, DST, 17)
+
+
+# --- the rules of an agent that dropped root; iptables that fails or hangs ----------------------
+
+def rules_in(ns, tool):
+    return ns.run(tool, "-S", check=False).stdout
+
+
+def test_agent_that_switched_user_changes_and_removes_its_rules(netns, readable_dir):
+    """Started as root with `user = nobody`: iptables runs with the agent's CAP_NET_ADMIN
+    (ambient), so SIGHUP changes the probability and SIGTERM removes the rules."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from conftest import HSAGENT, wait_until
+    from hsagent.privileges import capability_mask
+
+    ns = netns("hsn")
+    conf = readable_dir / "hsagent.conf"
+
+    def write(probability):
+        conf.write_text(f"sflow {{\n DNSSD = off\n user = nobody\n polling = 30\n"
+                        f" collector {{ ip = 127.0.0.1 udpport = 6343 }}\n"
+                        f" nflog {{ group = {GROUP} probability = {probability} }}\n}}\n")
+        conf.chmod(0o644)
+
+    def installed(probability):
+        return all(ns.run(tool, "-C", *nflog.rule_args(chain, probability, GROUP), check=False).returncode == 0
+                   for tool in ("iptables", "ip6tables") for chain in nflog.RULE_CHAINS)
+
+    def no_rules():
+        return not any("NFLOG" in rules_in(ns, tool) for tool in ("iptables", "ip6tables"))
+
+    write(0.01)
+    log_path = readable_dir / "agent.log"
+    with open(log_path, "w") as log:
+        proc = ns.popen(*HSAGENT, "-f", "-c", str(conf), "--auto-file", str(readable_dir / "auto"),
+                        "--runtime-dir", str(readable_dir), stderr=log)
+    try:
+        assert wait_until(lambda: installed(0.01), 20), log_path.read_text()
+        assert wait_until(lambda: os.path.exists(readable_dir / "status"), 20)
+        status = dict(line.split(":", 1) for line in open(f"/proc/{proc.pid}/status") if ":" in line)
+        assert status["Uid"].split()[0] == "65534"
+        assert int(status["CapAmb"], 16) == capability_mask()
+        write(0.02)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: installed(0.02) and not installed(0.01), 20), log_path.read_text()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    log = log_path.read_text()
+    assert code == 0, log
+    assert no_rules(), (rules_in(ns, "iptables"), log)
+    assert "ERROR" not in log and "must be root" not in log, log
+
+
+FAKE_IPTABLES = """#!/bin/sh
+# what iptables says when it may not change the rules; or, with HANG, a lock never released
+[ -e "$(dirname "$0")/HANG" ] && exec sleep 60
+case "$*" in *-C*) exit 1 ;; esac
+echo "iptables v1.8.9 (legacy): can't initialize iptables table \\`filter': Permission denied (you must be root)" >&2
+exit 4
+"""
+
+
+@pytest.fixture
+def failing_iptables(tmp_path, monkeypatch):
+    tool = tmp_path / "iptables"
+    tool.write_text(FAKE_IPTABLES)
+    tool.chmod(0o755)
+    monkeypatch.setattr(nflog, "IPTABLES", (str(tool),))
+    monkeypatch.setattr(nflog, "RULES_TIMEOUT", 1.0)
+    return tmp_path
+
+
+@pytest.mark.root
+def test_a_rule_change_that_iptables_refuses_leaves_the_sampler_as_it_was(failing_iptables):
+    sampler = nflog.NflogSampler(GROUP, 100)
+    try:
+        sampler.owns_rule, sampler.probability = True, 0.01  # as if install_rule had worked
+        with pytest.raises(OSError, match="you must be root"):
+            sampler.set_rate(50)
+        assert (sampler.rate, sampler.probability, sampler.owns_rule) == (100, 0.01, True)
+        (failing_iptables / "HANG").touch()  # iptables-legacy -w waiting for a lock
+        import time
+
+        started = time.monotonic()
+        with pytest.raises(OSError, match="no answer within"):
+            sampler.set_rate(50)
+        assert time.monotonic() - started < 3
+        assert (sampler.rate, sampler.probability) == (100, 0.01)
+    finally:
+        sampler.owns_rule, sampler.probability = False, None  # nothing of ours to remove
+        sampler.close()

@@ -145,6 +145,7 @@ class Poller:
     def __init__(self, settings, peers=None, roots: procfs.Roots = procfs.HOST):
         self._roots = roots
         self._ports: dict[int, Port] = {}
+        self._loopbacks: dict[int, str] = {}  # not data sources, but a pcap { dev } may name one
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
         self._events = netlink.open_socket(groups=netlink.RTMGRP_LINK)
         self._dumper = netlink.Dumper()
@@ -162,6 +163,13 @@ class Poller:
         port = self._ports.get(ifindex)
         return None if port is None else port.speed
 
+    def names(self) -> dict[str, int]:
+        """name -> ifIndex of every link, as the kernel's link events last said: what the
+        samplers need, without a descriptor of their own (if_nameindex opens one)."""
+        names = {port.link.name: index for index, port in self._ports.items()}
+        names.update((name, index) for index, name in self._loopbacks.items())
+        return names
+
     def fileno(self) -> int:
         """Readable when link events are waiting: call handle_events()."""
         return self._events.fileno()
@@ -171,6 +179,7 @@ class Poller:
             for mtype, link in netlink.pending_link_events(self._events):
                 if mtype == netlink.RTM_DELLINK:
                     self._ports.pop(link.index, None)
+                    self._loopbacks.pop(link.index, None)
                 else:
                     self._update(link)
         except OSError as e:
@@ -183,11 +192,13 @@ class Poller:
         links = {link.index: link for link in self._dumper.links()}
         for index in self._ports.keys() - links.keys():
             del self._ports[index]
+        self._loopbacks.clear()
         for link in links.values():
             self._update(link)
 
     def _update(self, link: Link) -> None:
         if link.flags & IFF_LOOPBACK:
+            self._loopbacks[link.index] = link.name
             return
         old = self._ports.get(link.index)
         if old is not None and not needs_sysfs(old.link, link):

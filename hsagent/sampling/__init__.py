@@ -14,7 +14,8 @@ and a sampler class satisfying `Sampler`:
 - psample.PsampleSampler: the kernel's psample channel (tc `sample` action, switch ASICs)
 
 Adding a sampler is one module plus its name in KINDS. flows.py builds the samples for all of
-them, so header and interface conventions live in one place.
+them, so header and interface conventions live in one place; budget.py decides the rates that
+keep the host under its samples-per-second budget.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class Sampler(Protocol):
     def set_rate(self, rate: int) -> None:
         """Change the rate live, keeping the socket open."""
 
+    def alive(self) -> bool:
+        """False once what it samples is gone for good (its device deleted, even if one of
+        the same name and ifIndex has appeared since): it must be replaced."""
+
     def data_sources(self) -> Iterable[int]:
         """The ifIndexes (ds_index of 0:ifIndex) its flow samples are for."""
 
@@ -59,3 +64,7 @@ class Wanted(NamedTuple):
     key: tuple  # (kind, what needs a new socket when it changes...); its first two name it in logs
     rate: int
     start: Callable[[], Sampler]  # opens the sampler; raises when it cannot
+    # True: the agent sets the rate in the kernel, so the samples-per-second budget may raise
+    # it; False: someone else's (a tc sample action, an administrator's iptables rule): its
+    # samples count against the budget, its rate is left alone
+    budgeted: bool = True

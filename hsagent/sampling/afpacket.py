@@ -34,8 +34,14 @@ _AUXDATA = struct.Struct("=IIIHHHH")  # tp_status, tp_len, tp_snaplen, tp_mac, t
 _STATS = struct.Struct("=II")  # struct tpacket_stats: tp_packets, tp_drops
 _AUX_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
 
+# How the kernel says the device is going or gone: the socket's pending error on unregister or
+# down (ENETDOWN), or a device that no longer exists (ENXIO, ENODEV). The link events say
+# what became of it; the sampler is closed then.
+DEVICE_GONE = (errno.ENETDOWN, errno.ENXIO, errno.ENODEV)
+
 DEFAULT_RCVBUF = 4 << 20  # room for thousands of truncated samples between two reads
 DEFAULT_BATCH = 1000  # packets per read(), so one busy interface cannot starve the loop
+DRAIN_BATCHES = 4  # batches read at the old rate before a new filter goes in
 
 
 def read_packet_count(ifname: str, roots: procfs.Roots = procfs.HOST) -> int:
@@ -59,7 +65,10 @@ class PacketSampler:
                  rcvbuf: int = DEFAULT_RCVBUF, batch: int = DEFAULT_BATCH,
                  roots: procfs.Roots = procfs.HOST):
         self.ifname = ifname
-        self.ifindex = socket.if_nametoindex(ifname)
+        try:
+            self.ifindex = socket.if_nametoindex(ifname)
+        except OSError:  # CPython's carries no errno: say what it is
+            raise OSError(errno.ENODEV, f"{ifname}: no such device") from None
         self.rate = rate
         self.header_bytes = header_bytes
         self.batch = batch
@@ -68,6 +77,7 @@ class PacketSampler:
         self._roots = roots
         self._throttle = Throttle(log)
         self._estimated_pool = 0
+        self._pending: list = []  # samples read while the rate changed, at the old rate
         self._directions = {t: flows.host_interfaces(self.ifindex, t) for t in (
             flows.PACKET_HOST, flows.PACKET_BROADCAST, flows.PACKET_MULTICAST,
             flows.PACKET_OTHERHOST, flows.PACKET_OUTGOING)}
@@ -88,16 +98,35 @@ class PacketSampler:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def alive(self) -> bool:
+        """The kernel unbinds the socket when its device is unregistered (getsockname then
+        names no interface); asking needs no new descriptor."""
+        return bool(self._sock.getsockname()[0])
+
     def data_sources(self) -> set[int]:
         """The ifIndexes this sampler's flow samples are for."""
         return {self.ifindex}
 
     def set_rate(self, rate: int) -> None:
-        """Replace the kernel filter in place; packets already queued keep arriving."""
-        bpf.attach(self._sock, bpf.sample_filter(rate, self.header_bytes))
+        """Replace the kernel filter in place. The packets queued so far were sampled at the
+        old rate and are reported at it (the next read returns them): a sample's
+        sampling_rate is the rate that sampled it."""
+        program = bpf.sample_filter(rate, self.header_bytes)
+        for _ in range(DRAIN_BATCHES):  # bounded: a flood may refill the queue as fast
+            packets = self._receive()
+            if not packets:
+                break
+            self._pending += self._samples(packets)
+        bpf.attach(self._sock, program)
         self.rate = rate
 
     def read(self) -> list:
+        samples, self._pending = self._pending, []
+        packets = self._receive()
+        return samples + self._samples(packets) if packets else samples
+
+    def _receive(self) -> list:
+        """Up to a batch of queued packets: (data, original length, packet type)."""
         packets = []
         for _ in range(self.batch):
             try:
@@ -105,16 +134,13 @@ class PacketSampler:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                # The kernel reports its device going down once, as this socket's error; the
-                # link events say what became of the device.
-                if e.errno != errno.ENETDOWN:
+                if e.errno not in DEVICE_GONE:
                     raise
                 break
             packets.append((data, original_length(ancdata, len(data)), address[2]))
-        if not packets:
-            return []
-        self._read_statistics()
-        return self._samples(packets)
+        if packets:
+            self._read_statistics()
+        return packets
 
     def _samples(self, packets) -> list:
         count = self._packet_count() if self._pool_base is not None else None
@@ -136,6 +162,8 @@ class PacketSampler:
         try:
             return read_packet_count(self.ifname, self._roots)
         except (OSError, ValueError) as e:
+            if isinstance(e, FileNotFoundError) or getattr(e, "errno", None) in DEVICE_GONE:
+                return None  # the device went away: its last samples need no warning
             self._throttle(logging.WARNING, "count",
                            "%s: cannot read packet counters (%s); sample_pool += %d per sample",
                            self.ifname, e, self.rate)

@@ -15,11 +15,12 @@ framing); the socket and the iptables calls are thin wrappers around it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
+import time
 from typing import NamedTuple
 
 from ..netlink import (NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSGHDR, attribute, attributes,
@@ -148,33 +149,59 @@ def rule_args(chain: str, probability: float, group: int) -> list[str]:
             "-m", "comment", "--comment", RULE_COMMENT, "-j", "NFLOG", "--nflog-group", str(group)]
 
 
+# Run by path, never found on PATH; a tool that is not installed (no ip6tables) is skipped.
+IPTABLES = ("/usr/sbin/iptables", "/usr/sbin/ip6tables")
+IPTABLES_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+# iptables-legacy's -w without a time waits for the xtables lock for ever: wait at most this,
+# and give a whole change (up to 8 runs) at most RULES_TIMEOUT on the agent's loop.
+LOCK_WAIT, RULES_TIMEOUT = 2, 10.0
+
+
 def _rule_tools() -> list[str]:
-    return [tool for tool in ("iptables", "ip6tables") if shutil.which(tool)]
+    return [tool for tool in IPTABLES if os.access(tool, os.X_OK)]
 
 
-def _iptables(tool: str, action: str, args: list[str], check: bool = True) -> bool:
-    done = subprocess.run([tool, "-w", action, *args], capture_output=True, text=True,
-                          check=False)
+def _iptables(tool: str, action: str, args: list[str], deadline: float, check: bool = True) -> bool:
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise subprocess.TimeoutExpired(tool, RULES_TIMEOUT)
+        done = subprocess.run([tool, "-w", str(LOCK_WAIT), action, *args], capture_output=True,
+                              text=True, check=False, env=IPTABLES_ENV, timeout=left)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"{tool} {action} {' '.join(args)}: no answer within {RULES_TIMEOUT:g} s") from None
     if check and done.returncode:
         raise OSError(f"{tool} {action} {' '.join(args)}: {done.stderr.strip()}")
     return done.returncode == 0
 
 
 def install_rules(probability: float, group: int) -> None:
-    """Insert the sampling rule in INPUT and FORWARD for IPv4 and IPv6, unless already there."""
-    for tool in _rule_tools():
-        for chain in RULE_CHAINS:
-            args = rule_args(chain, probability, group)
-            if not _iptables(tool, "-C", args, check=False):
-                _iptables(tool, "-I", args)
+    """Insert the sampling rule in INPUT and FORWARD for IPv4 and IPv6, unless already there.
+    All or nothing: on a failure the rules it inserted are taken out again."""
+    deadline = time.monotonic() + RULES_TIMEOUT
+    inserted = []
+    try:
+        for tool in _rule_tools():
+            for chain in RULE_CHAINS:
+                args = rule_args(chain, probability, group)
+                if not _iptables(tool, "-C", args, deadline, check=False):
+                    _iptables(tool, "-I", args, deadline)
+                    inserted.append((tool, args))
+    except OSError:
+        undo = time.monotonic() + RULES_TIMEOUT
+        for tool, args in inserted:
+            with contextlib.suppress(OSError):
+                _iptables(tool, "-D", args, undo, check=False)
+        raise
 
 
 def remove_rules(probability: float, group: int) -> None:
+    deadline = time.monotonic() + RULES_TIMEOUT
     for tool in _rule_tools():
         for chain in RULE_CHAINS:
             args = rule_args(chain, probability, group)
-            while _iptables(tool, "-C", args, check=False):
-                _iptables(tool, "-D", args)
+            while _iptables(tool, "-C", args, deadline, check=False):
+                _iptables(tool, "-D", args, deadline)
 
 
 # --- the sampler ------------------------------------------------------------------------------
@@ -232,6 +259,9 @@ class NflogSampler:
     def drops(self) -> int:
         return self.counts.drops
 
+    def alive(self) -> bool:
+        return True  # a netlink group outlives any device
+
     def data_sources(self) -> set[int]:
         return self.counts.data_sources()
 
@@ -247,13 +277,23 @@ class NflogSampler:
 
     def set_rate(self, rate: int) -> None:
         """With our own rule: the new rule goes in before the old one leaves, so no gap.
-        Rate 0 removes it (sampling off) until a later rate puts it back."""
+        Rate 0 removes it (sampling off) until a later rate puts it back. When iptables
+        fails, the rules and this sampler are left as they were (OSError says why)."""
         if self.owns_rule:
-            old, self.probability = self.probability, 1 / rate if rate else None
-            if self.probability is not None:
-                install_rules(self.probability, self.group)
-            if old is not None and old != self.probability:
-                remove_rules(old, self.group)
+            old, new = self.probability, 1 / rate if rate else None
+            if new is not None and new != old:
+                install_rules(new, self.group)
+            if old is not None and old != new:
+                try:
+                    remove_rules(old, self.group)
+                except OSError:  # back as it was, as far as iptables lets us
+                    with contextlib.suppress(OSError):
+                        install_rules(old, self.group)
+                    if new is not None:
+                        with contextlib.suppress(OSError):
+                            remove_rules(new, self.group)
+                    raise
+            self.probability = new
         self.rate = rate
 
     def read(self) -> list:
@@ -278,6 +318,7 @@ def enabled(settings) -> bool:
 def wanted(settings, links) -> list:
     nflog = settings.nflog
     rate = round(1 / nflog.probability) if nflog.probability else settings.sampling
-    return [Wanted(("nflog", nflog.group, nflog.probability is not None, settings.header_bytes), rate,
-                   lambda: NflogSampler.from_settings(settings))]
+    ours = nflog.probability is not None  # our rule: the budget may change its probability
+    return [Wanted(("nflog", nflog.group, ours, settings.header_bytes), rate,
+                   lambda: NflogSampler.from_settings(settings), budgeted=ours)]
 

@@ -133,6 +133,9 @@ class PsampleSampler:
     def drops(self) -> int:
         return self.counts.drops
 
+    def alive(self) -> bool:
+        return True  # a netlink group outlives any device
+
     def data_sources(self) -> set[int]:
         return self.counts.data_sources()
 
@@ -160,5 +163,5 @@ def enabled(settings) -> bool:
 def wanted(settings, links) -> list:
     group, rate, header_bytes = settings.psample.group, settings.sampling, settings.header_bytes
     return [Wanted(("psample", group, header_bytes), rate,
-                   lambda: PsampleSampler(group, rate, header_bytes))]
+                   lambda: PsampleSampler(group, rate, header_bytes), budgeted=False)]
 
