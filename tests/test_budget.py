@@ -63,6 +63,6 @@ def test_the_budget_is_the_config_files_alone(tmp_path):
         assert "hsagent.conf:2" in str(err) and "out of range" in str(err)
     else:
         raise AssertionError("an out-of-range budget was accepted")
-    values, warnings = dnssd.parse_txt([b"txtvers=1", b"maxSamplesPerSecond=1000000", b"sampling=1"])
-    assert values == {"sampling": 1}
+    values, warnings = dnssd.parse_txt([b"txtvers=1", b"maxSamplesPerSecond=1000000", b"sampling=1000"])
+    assert values == {"sampling": 1000}
     assert any("maxSamplesPerSecond" in w for w in warnings)

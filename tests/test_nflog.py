@@ -1,12 +1,15 @@
 """NFLOG sampling: the parsers on hand-built netlink messages, then a real iptables
 `statistic` rule in a namespace receiving 100,000 packets."""
 
+import os
+import signal
 import socket
 import struct
 import subprocess
 
 import pytest
 from conftest import (
+    HSAGENT,
     decoded_samples,
     delete_namespaces,
     make_veth_pair,
@@ -15,10 +18,12 @@ from conftest import (
     start_sender,
     to_datagrams,
     udp_fields,
+    wait_until,
     within_4_sd,
 )
 
 from hsagent.netlink import attributes, messages
+from hsagent.privileges import capability_mask
 from hsagent.sampling import flows, nflog
 from hsagent.sflow.datagram import IF_INTERNAL
 
@@ -171,14 +176,6 @@ def rules_in(ns, tool):
 def test_agent_that_switched_user_changes_and_removes_its_rules(netns, readable_dir):
     """Started as root with `user = nobody`: iptables runs with the agent's CAP_NET_ADMIN
     (ambient), so SIGHUP changes the probability and SIGTERM removes the rules."""
-    import os
-    import signal
-    import sys
-    import time
-
-    from conftest import HSAGENT, wait_until
-    from hsagent.privileges import capability_mask
-
     ns = netns("hsn")
     conf = readable_dir / "hsagent.conf"
 

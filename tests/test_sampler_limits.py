@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from conftest import HSAGENT, wait_until
 from hsagent.sflow.datagram import CountersSample, FlowSample, decode_datagram
 
