@@ -10,7 +10,6 @@ the files are put back as they were, so that one bad ACL cannot make later insta
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Mapping
@@ -18,8 +17,6 @@ from typing import Mapping
 from ... import files
 from ..rules import Acl
 from . import run
-
-log = logging.getLogger(__name__)
 
 PRIORITY = "50"
 HEADER = "# Written by hsagent-acld: changes here are overwritten.\n"
