@@ -23,7 +23,7 @@ from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
 from hsagent.analyser.flows import FlowTable
-from hsagent.analyser.listener import Listener, open_udp
+from hsagent.analyser.listener import RECEIVE_BUFFER, Listener, open_udp
 from hsagent.analyser.thresholds import Event, Monitor, Threshold
 from hsagent.controller.aclclient import (AclError, AclMetrics, AclService, SwitchLink,
                                           open_session, service_url)
@@ -729,6 +729,15 @@ def test_reuse_port_keeps_each_agent_on_one_process():
     assert got[0] and got[1]
     assert not set(got[0]) & set(got[1]), "an agent's datagrams went to both"
 
+
+
+@pytest.mark.root
+def test_the_sflow_socket_gets_its_whole_buffer_as_root():
+    """Past net.core.rmem_max (208 KiB by default), which alone would cap SO_RCVBUF: a burst
+    of datagrams from many agents must not be dropped by the kernel. Linux reports twice the
+    size asked for (socket(7))."""
+    with open_udp("127.0.0.1", 0) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 2 * RECEIVE_BUFFER
 
 # --- against the real hsagent-acld's rule parser ----------------------------------------------
 
