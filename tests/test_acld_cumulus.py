@@ -5,13 +5,12 @@ namespace whose switch port is really called swp1."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from acld.service import Service, in_netns, iptables_save, packets
+from acld.service import Service, iptables_save, packets, send_udp
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +38,6 @@ def start(sw, tmp_path, policy) -> Service:
     return Service(sw, tmp_path, "--backend", "cumulus", "--policy-dir", str(policy),
                    "--acltool", str(ACLTOOL), backend="cumulus",
                    env={"CL_ACLTOOL_POLICY_DIR": str(policy)}).start()
-
-
-def send_udp(ns, source, destination, port, count):
-    def make():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((source, 0))
-        return sock
-    sock = in_netns(ns.name, make)
-    try:
-        for _ in range(count):
-            sock.sendto(b"y" * 16, (destination, port))
-    finally:
-        sock.close()
 
 
 def rule_with(ns, text) -> str:

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from acld.service import (READ_TOKEN, TOKEN, Service, in_netns, iptables_save,
-                          packets, rules_of)
+from acld.service import READ_TOKEN, TOKEN, Service, iptables_save, packets, rules_of, send_udp
+from conftest import in_netns
 
 pytestmark = pytest.mark.slow
 
@@ -46,30 +46,13 @@ def service(topology, tmp_path):
         s.stop()
 
 
-def send_udp(ns, source, destination, port, count, tos=0):
-    """`count` datagrams from `source` in `ns` to destination:port."""
-    def make():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((source, 0))
-        return sock
-    sock = in_netns(ns.name, make)
-    try:
-        if tos:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        for _ in range(count):
-            sock.sendto(b"x" * 32, (destination, port))
-    finally:
-        sock.close()
-
-
 def udp_receiver(ns, address, port):
-    def make():
+    with in_netns(ns.name):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((address, port))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
-        sock.settimeout(0.5)
-        return sock
-    return in_netns(ns.name, make)
+    sock.bind((address, port))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    sock.settimeout(0.5)
+    return sock
 
 
 def receive_tos(sock, count) -> list[int]:
