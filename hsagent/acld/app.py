@@ -114,7 +114,7 @@ class Api:
         try:
             acl = parse_acl(name, lines)
         except RuleError as err:
-            raise refusal(name, err) from None
+            raise rule_refusal(name, err) from None
         current = self.committer.desired.get(name)
         preconditions(request, current)
         change = self._submit(request, {name: acl})
@@ -158,7 +158,7 @@ class Api:
             try:
                 acls[name] = None if lines is None else parse_acl(name, lines)
             except RuleError as err:
-                raise refusal(name, err) from None
+                raise rule_refusal(name, err) from None
         change = self._submit(request, acls)
         result = {name: acl.lines() if acl else None for name, acl in acls.items()}
         return await self._answer(request, change, 200, result)
@@ -244,7 +244,7 @@ def status_of(change: Change) -> dict:
     return status
 
 
-def refusal(name: str, err: RuleError) -> Refused:
+def rule_refusal(name: str, err: RuleError) -> Refused:
     details = {"acl": name}
     if err.line is not None:
         details.update(line=err.line, rule=err.text)
