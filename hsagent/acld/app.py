@@ -141,7 +141,7 @@ class Api:
         return web.json_response(self.committer.last_error)
 
     async def reserved(self, request: web.Request) -> web.Response:
-        raise Refused(403, f"{RESERVED!r} is not an ACL name", acl=RESERVED)
+        raise reserved_name()
 
     # beyond acl_server
 
@@ -154,7 +154,7 @@ class Api:
         acls: dict[str, Acl | None] = {}
         for name, lines in body.items():
             if name == RESERVED:
-                raise Refused(403, f"{RESERVED!r} is not an ACL name", acl=RESERVED)
+                raise reserved_name()
             try:
                 acls[name] = None if lines is None else parse_acl(name, lines)
             except RuleError as err:
@@ -249,6 +249,10 @@ def rule_refusal(name: str, err: RuleError) -> Refused:
     if err.line is not None:
         details.update(line=err.line, rule=err.text)
     return Refused(400, str(err), problem=err.problem, **details)
+
+
+def reserved_name() -> Refused:
+    return Refused(403, f"{RESERVED!r} is not an ACL name", acl=RESERVED)
 
 
 def tags(header: str | None) -> set[str]:
