@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from acld.service import Service, iptables_save, packets, send_udp
+from acld.service import Service, iptables_save, packets, send_udp, wire
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,7 @@ CONTROL_PLANE = "[iptables]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n"
 def switch(netns, tmp_path):
     """(switch namespace, host namespace, policy directory with another package's file)."""
     sw, host = netns("acl-cl"), netns("acl-clh")
-    sw.run("ip", "link", "add", "swp1", "type", "veth", "peer", "name", "h1", "netns", host.name)
-    sw.run("ip", "addr", "add", f"{SWITCH}/24", "dev", "swp1")
-    sw.run("ip", "link", "set", "swp1", "up")
-    host.run("ip", "addr", "add", f"{HOST}/24", "dev", "h1")
-    host.run("ip", "link", "set", "h1", "up")
+    wire(sw, "swp1", SWITCH, host, HOST)
     policy = tmp_path / "policy.d"
     policy.mkdir()
     (policy / "00control-plane.rules").write_text(CONTROL_PLANE)

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from acld.service import READ_TOKEN, TOKEN, Service, iptables_save, packets, rules_of, send_udp
+from acld.service import (READ_TOKEN, TOKEN, Service, iptables_save, packets, rules_of, send_udp,
+                          wire)
 from conftest import in_netns
 
 pytestmark = pytest.mark.slow
@@ -25,11 +26,7 @@ SWITCH, HOST = "198.18.0.1", "198.18.0.2"
 def topology(netns):
     """(switch, host): the switch's port sw-1 (so swp+ means sw-+ here) faces the host's h1."""
     switch, host = netns("acl-sw"), netns("acl-h")
-    switch.run("ip", "link", "add", "sw-1", "type", "veth", "peer", "name", "h1", "netns", host.name)
-    switch.run("ip", "addr", "add", f"{SWITCH}/24", "dev", "sw-1")
-    switch.run("ip", "link", "set", "sw-1", "up")
-    host.run("ip", "addr", "add", f"{HOST}/24", "dev", "h1")
-    host.run("ip", "link", "set", "h1", "up")
+    wire(switch, "sw-1", SWITCH, host, HOST)
     return switch, host
 
 

@@ -26,6 +26,14 @@ READ_TOKEN = "read-only-token-0123456789"
 POLICY_COUNTERS = re.compile(r" \[\d+:\d+\]$")
 
 
+def wire(switch, port: str, switch_address: str, host, host_address: str) -> None:
+    """The switch's `port` faces the host's h1 (a veth pair), each addressed (/24) and up."""
+    switch.run("ip", "link", "add", port, "type", "veth", "peer", "name", "h1", "netns", host.name)
+    for ns, device, address in ((switch, port, switch_address), (host, "h1", host_address)):
+        ns.run("ip", "addr", "add", f"{address}/24", "dev", device)
+        ns.run("ip", "link", "set", device, "up")
+
+
 def send_udp(ns, source, destination, port, count, tos=0):
     """`count` datagrams from `source` in `ns` to destination:port."""
     with in_netns(ns.name):
