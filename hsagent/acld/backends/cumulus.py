@@ -25,8 +25,7 @@ HEADER = "# Written by hsagent-acld: changes here are overwritten.\n"
 class CumulusBackend:
     name = "cumulus"
 
-    def __init__(self, policy_dir: str = "/etc/cumulus/acl/policy.d", prefix: str = "hsacld",
-                 acltool: str = "/usr/cumulus/bin/cl-acltool"):
+    def __init__(self, policy_dir: str, prefix: str, acltool: str):
         self.policy_dir, self.prefix, self.acltool = policy_dir, prefix, acltool
         self._ours = re.compile(re.escape(f"{PRIORITY}{prefix}-") + r"([a-z0-9_][a-z0-9_-]*)\.rules\Z")
 
