@@ -31,24 +31,7 @@ class Tokens:
 
     @classmethod
     def load(cls, path: str) -> "Tokens":
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as err:
-            raise TokenFileError(f"{path}: {err.strerror}") from None
-        with os.fdopen(fd, encoding="utf-8") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise TokenFileError(f"{path}: not a regular file")
-            if info.st_uid not in (0, os.geteuid()):
-                raise TokenFileError(f"{path}: owned by uid {info.st_uid}, not root")
-            if info.st_mode & 0o077:
-                raise TokenFileError(f"{path}: readable or writable by others (mode "
-                                     f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
-            try:
-                text = f.read()
-            except (OSError, UnicodeDecodeError) as err:
-                raise TokenFileError(f"{path}: {err}") from None
-        return cls(parse_tokens(text, path))
+        return cls(read_token_file(path))
 
     def check(self, authorization: str | None) -> str:
         """'missing', 'invalid', 'read' or 'write' for an Authorization header's value."""
@@ -65,6 +48,29 @@ class Tokens:
         if found is None:
             return "invalid"
         return "write" if found else "read"
+
+
+def read_token_file(path: str) -> dict[str, bool]:
+    """token -> whether it may write, from a regular file owned by root (or us) that nobody
+    else may read or write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise TokenFileError(f"{path}: {err.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenFileError(f"{path}: not a regular file")
+        if info.st_uid not in (0, os.geteuid()):
+            raise TokenFileError(f"{path}: owned by uid {info.st_uid}, not root")
+        if info.st_mode & 0o077:
+            raise TokenFileError(f"{path}: readable or writable by others (mode "
+                                 f"{stat.S_IMODE(info.st_mode):04o}); chmod 600 it")
+        try:
+            text = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise TokenFileError(f"{path}: {err}") from None
+    return parse_tokens(text, path)
 
 
 def parse_tokens(text: str, path: str) -> dict[str, bool]:

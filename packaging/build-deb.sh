@@ -22,8 +22,14 @@ mkdir -p "$SITE"
 	install -D -m 0644 "$TOP/$source" "$SITE/$source"
 done
 
-install -D -m 0755 "$HERE/launcher" "$ROOT/usr/bin/hsagent"
-install -D -m 0755 "$HERE/launcher-acld" "$ROOT/usr/bin/hsagent-acld"
+# /usr/bin: one launcher per command of pyproject.toml's [project.scripts], from one template
+mkdir -p "$ROOT/usr/bin"
+sed -n '/^\[project\.scripts\]/,/^\[/s/^\([a-z-]*\) *= *"\([a-z.]*\):main"$/\1 \2/p' "$TOP/pyproject.toml" |
+while read -r command module; do
+	sed -e "s/@COMMAND@/$command/" -e "s/@MODULE@/$module/" "$HERE/launcher" > "$ROOT/usr/bin/$command"
+	chmod 0755 "$ROOT/usr/bin/$command"
+done
+[ -x "$ROOT/usr/bin/hsagent" ] || { echo "build-deb.sh: no hsagent in pyproject.toml's [project.scripts]" >&2; exit 1; }
 install -D -m 0644 "$TOP/etc/hsagent-acld.conf" "$ROOT/etc/hsagent-acld.conf"
 install -D -m 0644 "$TOP/init/hsagent-acld.service" "$ROOT/lib/systemd/system/hsagent-acld.service"
 install -D -m 0644 "$TOP/etc/hsagent.conf" "$ROOT/etc/hsagent.conf"
@@ -32,7 +38,6 @@ install -D -m 0755 "$TOP/init/hsagent" "$ROOT/etc/init.d/hsagent"
 install -D -m 0644 "$TOP/init/hsagent.service" "$ROOT/lib/systemd/system/hsagent.service"
 install -D -m 0644 "$TOP/init/ovsdb-server-hsagent.conf" "$ROOT/usr/share/hsagent/ovsdb-server-hsagent.conf"
 # hsagent-controller: installed, not enabled (it runs on one collector host, not everywhere)
-install -D -m 0755 "$HERE/hsagent-controller" "$ROOT/usr/bin/hsagent-controller"
 install -D -m 0644 "$TOP/etc/hsagent-controller.conf" "$ROOT/etc/hsagent-controller.conf"
 install -D -m 0644 "$TOP/init/hsagent-controller.service" "$ROOT/lib/systemd/system/hsagent-controller.service"
 install -D -m 0644 "$TOP/README.md" "$ROOT/usr/share/doc/hsagent/README.md"

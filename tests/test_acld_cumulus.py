@@ -5,13 +5,12 @@ namespace whose switch port is really called swp1."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from acld.service import Service, in_netns, iptables_save, packets
+from acld.service import Service, iptables_save, packets, send_udp, wire
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +23,7 @@ CONTROL_PLANE = "[iptables]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n"
 def switch(netns, tmp_path):
     """(switch namespace, host namespace, policy directory with another package's file)."""
     sw, host = netns("acl-cl"), netns("acl-clh")
-    sw.run("ip", "link", "add", "swp1", "type", "veth", "peer", "name", "h1", "netns", host.name)
-    sw.run("ip", "addr", "add", f"{SWITCH}/24", "dev", "swp1")
-    sw.run("ip", "link", "set", "swp1", "up")
-    host.run("ip", "addr", "add", f"{HOST}/24", "dev", "h1")
-    host.run("ip", "link", "set", "h1", "up")
+    wire(sw, "swp1", SWITCH, host, HOST)
     policy = tmp_path / "policy.d"
     policy.mkdir()
     (policy / "00control-plane.rules").write_text(CONTROL_PLANE)
@@ -39,19 +34,6 @@ def start(sw, tmp_path, policy) -> Service:
     return Service(sw, tmp_path, "--backend", "cumulus", "--policy-dir", str(policy),
                    "--acltool", str(ACLTOOL), backend="cumulus",
                    env={"CL_ACLTOOL_POLICY_DIR": str(policy)}).start()
-
-
-def send_udp(ns, source, destination, port, count):
-    def make():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((source, 0))
-        return sock
-    sock = in_netns(ns.name, make)
-    try:
-        for _ in range(count):
-            sock.sendto(b"y" * 16, (destination, port))
-    finally:
-        sock.close()
 
 
 def rule_with(ns, text) -> str:

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from acld.service import (READ_TOKEN, TOKEN, Service, in_netns, iptables_save,
-                          packets, rules_of)
+from acld.service import (READ_TOKEN, TOKEN, Service, iptables_save, packets, rules_of, send_udp,
+                          wire)
+from conftest import in_netns
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +26,7 @@ SWITCH, HOST = "198.18.0.1", "198.18.0.2"
 def topology(netns):
     """(switch, host): the switch's port sw-1 (so swp+ means sw-+ here) faces the host's h1."""
     switch, host = netns("acl-sw"), netns("acl-h")
-    switch.run("ip", "link", "add", "sw-1", "type", "veth", "peer", "name", "h1", "netns", host.name)
-    switch.run("ip", "addr", "add", f"{SWITCH}/24", "dev", "sw-1")
-    switch.run("ip", "link", "set", "sw-1", "up")
-    host.run("ip", "addr", "add", f"{HOST}/24", "dev", "h1")
-    host.run("ip", "link", "set", "h1", "up")
+    wire(switch, "sw-1", SWITCH, host, HOST)
     return switch, host
 
 
@@ -46,30 +43,13 @@ def service(topology, tmp_path):
         s.stop()
 
 
-def send_udp(ns, source, destination, port, count, tos=0):
-    """`count` datagrams from `source` in `ns` to destination:port."""
-    def make():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((source, 0))
-        return sock
-    sock = in_netns(ns.name, make)
-    try:
-        if tos:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        for _ in range(count):
-            sock.sendto(b"x" * 32, (destination, port))
-    finally:
-        sock.close()
-
-
 def udp_receiver(ns, address, port):
-    def make():
+    with in_netns(ns.name):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((address, port))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
-        sock.settimeout(0.5)
-        return sock
-    return in_netns(ns.name, make)
+    sock.bind((address, port))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    sock.settimeout(0.5)
+    return sock
 
 
 def receive_tos(sock, count) -> list[int]:

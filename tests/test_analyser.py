@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,16 @@ def test_ethernet_vlan_ipv4_udp():
     assert (ip_text(p, "src_ip"), ip_text(p, "dst_ip")) == ("198.18.0.2", "198.18.1.2")
     assert (p.ip_protocol, p.tos, p.src_port, p.dst_port, p.frame_length) == (17, 40, 4000, 5001, len(frame) + 4)
 
+
+
+def test_every_tag_type_the_sflowtool_style_decoder_walks():
+    """Pre-standard QinQ tags (0x9100, 0x9200, 0x9300) as well as 802.1Q and 802.1ad."""
+    inner = ethernet(ipv4("198.18.0.2", "198.18.1.2", 17, udp(4000, 5001, b"x" * 10)), 0x0800)
+    for tag_type in (0x8100, 0x88A8, 0x9100, 0x9200, 0x9300):
+        frame = inner[:12] + struct.pack(">HH", tag_type, 42) + inner[12:]
+        p = parse_header(HEADER_PROTOCOL_ETHERNET, frame, len(frame) + 4)
+        printed = dict(kv for kv in decode_header(HEADER_PROTOCOL_ETHERNET, frame, len(frame) + 4, 4))
+        assert (p.vlan, p.src_port) == (printed["decodedVLAN"], printed["UDPSrcPort"]) == (42, 4000)
 
 def test_ipv6_extension_headers_to_tcp():
     hop_by_hop = bytes([6, 0]) + bytes(6)  # next header TCP, 8 bytes

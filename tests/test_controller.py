@@ -23,7 +23,7 @@ from aiohttp import web
 from hypothesis import given, settings, strategies as st
 
 from hsagent.analyser.flows import FlowTable
-from hsagent.analyser.listener import Listener, open_udp
+from hsagent.analyser.listener import RECEIVE_BUFFER, Listener, open_udp
 from hsagent.analyser.thresholds import Event, Monitor, Threshold
 from hsagent.controller.aclclient import (AclError, AclMetrics, AclService, SwitchLink,
                                           open_session, service_url)
@@ -33,6 +33,7 @@ from hsagent.controller.elephant import (PREFIX, ElephantApp, FiveTuple, acl_nam
 from hsagent.sflow.datagram import Datagram, FlowSample, Interface, encode_datagram
 from hsagent.sflow.records import HEADER_PROTOCOL_ETHERNET, SampledHeader
 
+from conftest import wait_until
 from packet_builders import ethernet, ipv4, udp
 
 CONTROLLER = [sys.executable, "-m", "hsagent.controller"]
@@ -535,13 +536,6 @@ class ControllerProcess:
                 self.process.wait()
 
 
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_process_marks_an_elephant_and_shows_it(acld, token_file):
     """sFlow in over UDP (as from an agent at 127.0.0.1, its ACL service the fake one): the
     ACL is PUT, the API shows flow, event, control and metrics, and SIGTERM stops it."""
@@ -555,7 +549,8 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
             time.sleep(0.1)
         controller.send(b"not sflow")
         name = acl_name(V4)
-        wait_until(lambda: name in acld.acls, what=f"the ACL; requests: {acld.requests}")
+        assert wait_until(lambda: name in acld.acls, 10.0), \
+            f"timed out waiting for the ACL; requests: {acld.requests}"
         assert acld.acls[name] == acl_rules(V4, 10, 5)
 
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -568,7 +563,8 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
         assert metrics["datagrams"] == 15 and metrics["flow_samples"] == 150
         assert metrics["decode_errors"] == 1 and metrics["events"] == 1
         assert metrics["flows"] == 1
-        wait_until(lambda: controller.get("/metrics")["samples_per_second"] > 0, what="a rate")
+        assert wait_until(lambda: controller.get("/metrics")["samples_per_second"] > 0, 10.0), \
+            "timed out waiting for a rate"
         assert metrics["acl_calls"] >= 2 and metrics["acl_failures"] == 0  # the listing and the PUT
         ports = api_get(api_port, "/flows?n=5")["ports"]
         [flow] = ports[0]["flows"]
@@ -586,7 +582,8 @@ def test_process_marks_an_elephant_and_shows_it(acld, token_file):
         assert api_get(api_port, "/thresholds")["thresholds"][0]["bps"] == 10e6
 
         # quiet now: the control goes within a few seconds (below 5 Mbit/s after ~2 s)
-        wait_until(lambda: name not in acld.acls, what="the control to go")
+        assert wait_until(lambda: name not in acld.acls, 10.0), \
+            "timed out waiting for the control to go"
     finally:
         code = controller.stop()
     assert code == 0, controller.process.stderr.read()
@@ -600,7 +597,8 @@ def test_tokens_as_hsagent_acld_reads_them(acld, token_file, tmp_path):
         assert controller.get("/metrics", token=READ_ONLY)["acl_failures"] == 0
         controller.send(elephant_datagrams("127.0.0.1", 1, ethernet(ipv4("198.18.0.7", "198.18.1.2", 17,
                                                                           udp(9, 53)), 0x0800), 1))
-        wait_until(lambda: ("GET", "/acl/") in acld.requests, what="the listing at start")
+        assert wait_until(lambda: ("GET", "/acl/") in acld.requests, 10.0), \
+            "timed out waiting for the listing at start"
         assert controller.get("/metrics")["acl_failures"] == 0  # the fake service took TOKEN
     finally:
         assert controller.stop() == 0
@@ -632,8 +630,10 @@ def test_a_restart_adopts_its_own_leftovers_and_deletes_impostors(acld, token_fi
     try:
         frame = ethernet(ipv4("198.18.0.7", "198.18.1.2", 17, udp(999, 53, bytes(100))), 0x0800)
         controller.send(elephant_datagrams("127.0.0.1", 1, frame, 1))  # a mouse: "here I am"
-        wait_until(lambda: impostor not in acld.acls, what="the impostor to go")
-        wait_until(lambda: acl_name(V4) not in acld.acls, what="the adopted control to go")
+        assert wait_until(lambda: impostor not in acld.acls, 10.0), \
+            "timed out waiting for the impostor to go"
+        assert wait_until(lambda: acl_name(V4) not in acld.acls, 10.0), \
+            "timed out waiting for the adopted control to go"
         assert sorted(acld.acls) == ["someone-else"]
         assert ("GET", f"/acl/{acl_name(V4)}") in acld.requests
         assert controller.get("/metrics")["events"] == 0
@@ -729,6 +729,15 @@ def test_reuse_port_keeps_each_agent_on_one_process():
     assert got[0] and got[1]
     assert not set(got[0]) & set(got[1]), "an agent's datagrams went to both"
 
+
+
+@pytest.mark.root
+def test_the_sflow_socket_gets_its_whole_buffer_as_root():
+    """Past net.core.rmem_max (208 KiB by default), which alone would cap SO_RCVBUF: a burst
+    of datagrams from many agents must not be dropped by the kernel. Linux reports twice the
+    size asked for (socket(7))."""
+    with open_udp("127.0.0.1", 0) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 2 * RECEIVE_BUFFER
 
 # --- against the real hsagent-acld's rule parser ----------------------------------------------
 

@@ -19,7 +19,7 @@ from hypothesis import given, strategies as st
 
 from hsagent.service import options
 from hsagent.service.options import ConfigError, Endpoint, Given, Option
-from hsagent.service.web import (bearer_auth, listen, refusal, stop_listening, tls_context,
+from hsagent.service.web import (bearer_auth, bearer_refusal, listen, stop_listening, tls_context,
                                  until_stopped)
 from hsagent.tokens import Tokens
 
@@ -155,7 +155,7 @@ TOKENS = Tokens({WRITER: True, READER: False})
     (f"Bearer {READER}", "PUT", 403, 'Bearer realm="svc", error="insufficient_scope"'),
 ])
 def test_refusals(authorization, method, status, challenge):
-    refused = refusal(TOKENS, authorization, method, "svc")
+    refused = bearer_refusal(TOKENS, authorization, method, "svc")
     assert refused is not None
     assert refused[0] == status and refused[2] == {"WWW-Authenticate": challenge}
 
@@ -163,7 +163,7 @@ def test_refusals(authorization, method, status, challenge):
 @pytest.mark.parametrize("authorization, method", [
     (f"Bearer {READER}", "GET"), (f"Bearer {READER}", "HEAD"), (f"bearer {WRITER}", "DELETE")])
 def test_allowed(authorization, method):
-    assert refusal(TOKENS, authorization, method, "svc") is None
+    assert bearer_refusal(TOKENS, authorization, method, "svc") is None
 
 
 # --- serving -------------------------------------------------------------------------------------

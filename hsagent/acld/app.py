@@ -114,7 +114,7 @@ class Api:
         try:
             acl = parse_acl(name, lines)
         except RuleError as err:
-            raise refusal(name, err) from None
+            raise rule_refusal(name, err) from None
         current = self.committer.desired.get(name)
         preconditions(request, current)
         change = self._submit(request, {name: acl})
@@ -141,7 +141,7 @@ class Api:
         return web.json_response(self.committer.last_error)
 
     async def reserved(self, request: web.Request) -> web.Response:
-        raise Refused(403, f"{RESERVED!r} is not an ACL name", acl=RESERVED)
+        raise reserved_name()
 
     # beyond acl_server
 
@@ -154,11 +154,11 @@ class Api:
         acls: dict[str, Acl | None] = {}
         for name, lines in body.items():
             if name == RESERVED:
-                raise Refused(403, f"{RESERVED!r} is not an ACL name", acl=RESERVED)
+                raise reserved_name()
             try:
                 acls[name] = None if lines is None else parse_acl(name, lines)
             except RuleError as err:
-                raise refusal(name, err) from None
+                raise rule_refusal(name, err) from None
         change = self._submit(request, acls)
         result = {name: acl.lines() if acl else None for name, acl in acls.items()}
         return await self._answer(request, change, 200, result)
@@ -244,11 +244,15 @@ def status_of(change: Change) -> dict:
     return status
 
 
-def refusal(name: str, err: RuleError) -> Refused:
+def rule_refusal(name: str, err: RuleError) -> Refused:
     details = {"acl": name}
     if err.line is not None:
         details.update(line=err.line, rule=err.text)
     return Refused(400, str(err), problem=err.problem, **details)
+
+
+def reserved_name() -> Refused:
+    return Refused(403, f"{RESERVED!r} is not an ACL name", acl=RESERVED)
 
 
 def tags(header: str | None) -> set[str]:

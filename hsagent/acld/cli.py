@@ -67,7 +67,7 @@ class TokenHolder:
 
 
 async def serve(settings: config.Settings, holder: TokenHolder, context: ssl.SSLContext | None) -> int:
-    from ..service import web  # aiohttp: the service's own dependency, imported here only
+    from ..service import web  # aiohttp: the service's own dependency, once the settings are good
     from .app import Api
 
     backend = make_backend(settings)

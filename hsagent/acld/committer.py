@@ -66,7 +66,7 @@ def rule_count(acl: Acl | None) -> int:
 
 
 class Committer:
-    def __init__(self, backend: Backend, store: StateStore, max_rules: int, interval: float = 0.1):
+    def __init__(self, backend: Backend, store: StateStore, max_rules: int, interval: float):
         self.backend, self.store = backend, store
         self.max_rules, self.interval = max_rules, interval
         self.desired: dict[str, Acl] = {}

@@ -111,11 +111,9 @@ class FlowTable:
         for key, (rate, when) in self.flows.items():
             yield key, rate * math.exp(min(0.0, when - now) / t)
 
-    def top(self, n: int, now: float, agent: str | None = None, ifindex: int | None = None):
-        """The n largest flows now, largest first, optionally of one agent or one port."""
-        rates = ((k, r) for k, r in self.rates(now)
-                 if (agent is None or k[0] == agent) and (ifindex is None or k[1] == ifindex))
-        return heapq.nlargest(n, rates, key=operator.itemgetter(1))
+    def top(self, n: int, now: float):
+        """The n largest flows now, largest first."""
+        return heapq.nlargest(n, self.rates(now), key=operator.itemgetter(1))
 
     def evict_idle(self, now: float) -> int:
         """Drop the flows unseen for `idle` seconds; returns how many."""

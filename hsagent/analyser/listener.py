@@ -13,7 +13,9 @@ import ipaddress
 import socket
 from typing import Callable
 
-RECEIVE_BUFFER = 8 << 20  # bytes asked for; the kernel caps it at net.core.rmem_max
+from ..netlink import set_receive_buffer
+
+RECEIVE_BUFFER = 8 << 20  # bytes; without CAP_NET_ADMIN the kernel caps it at net.core.rmem_max
 READS_PER_WAKEUP = 512  # bounded, so one busy socket cannot starve the loop's other work
 
 
@@ -33,7 +35,7 @@ def open_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        set_receive_buffer(sock, RECEIVE_BUFFER)
         sock.bind((host or "::", port))
         sock.setblocking(False)
     except OSError:

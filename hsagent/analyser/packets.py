@@ -17,13 +17,12 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
-from ..sflow.headers import ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+from ..sflow.headers import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+                             VLAN_ETHERTYPES)
 from ..sflow.records import (HEADER_PROTOCOL_ETHERNET, HEADER_PROTOCOL_IPV4, HEADER_PROTOCOL_IPV6,
                              SampledHeader, SampledIpv4, SampledIpv6)
 
 IPPROTO_ICMPV6 = 58
-# 802.1Q, 802.1ad and the pre-standard QinQ tag types
-VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100))
 # IPv6 extension headers whose length is (octet 1 + 1) x 8: hop-by-hop, routing, destination
 IPV6_OPTION_HEADERS = frozenset((0, 43, 60))
 IPV6_FRAGMENT, IPV6_AH = 44, 51
@@ -90,7 +89,7 @@ def _ethernet(buf: bytes, frame_length: int) -> Packet | None:
         return None
     fields = {"dst_mac": buf[0:6], "src_mac": buf[6:12]}
     ethertype, at = _U16.unpack_from(buf, 12)[0], 14
-    while ethertype in VLAN_TAGS:
+    while ethertype in VLAN_ETHERTYPES:  # the tag types sflowtool walks too
         if len(buf) < at + 4:
             return None
         fields.setdefault("vlan", _U16.unpack_from(buf, at)[0] & 0x0FFF)

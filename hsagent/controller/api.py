@@ -48,42 +48,42 @@ def flow_json(key: tuple, rate: float) -> dict:
 
 class Api:
     def __init__(self, controller):
-        self.c = controller
+        self.controller = controller
 
     async def flows(self, request: web.Request) -> web.Response:
         n = _count(request, 10)
         agent = request.query.get("agent")
         ifindex = request.query.get("ifindex")
         ifindex = int(ifindex) if ifindex and ifindex.isdigit() else None
-        now = self.c.clock()
+        now = self.controller.clock()
         ports: dict[tuple, list] = {}
-        for key, rate in self.c.table.rates(now):
+        for key, rate in self.controller.table.rates(now):
             if (agent is None or key[0] == agent) and (ifindex is None or key[1] == ifindex):
                 ports.setdefault(key[:2], []).append((rate, key))
         result = []
         for (port_agent, port), flows in sorted(ports.items()):
             flows.sort(reverse=True)
             result.append({"agent": port_agent, "ifindex": port,
-                           "speed": self.c.analyser.port_speed(port_agent, port) or None,
+                           "speed": self.controller.analyser.port_speed(port_agent, port) or None,
                            "flows": [flow_json(key, rate) for rate, key in flows[:n]]})
         return web.json_response({"ports": result})
 
     async def thresholds(self, request: web.Request) -> web.Response:
-        monitor = self.c.monitor
+        monitor = self.controller.monitor
         th = monitor.threshold
         ports = [{"agent": agent, "ifindex": ifindex, "speed": speed,
                   "limit_bps": (monitor.limit(agent, ifindex) or 0) * BITS_PER_BYTE}
-                 for (agent, ifindex), speed in sorted(self.c.analyser.speeds.items())]
+                 for (agent, ifindex), speed in sorted(self.controller.analyser.speeds.items())]
         return web.json_response({"thresholds": [{
             "name": th.name, "flow": th.flow, "keys": list(KEYS), "filter": "ingress",
-            "smoothing": self.c.table.spec.t,
+            "smoothing": self.controller.table.spec.t,
             "bps": th.value * BITS_PER_BYTE if th.value else None,
             "fraction_of_speed": th.fraction or None, "rearm_after": th.timeout,
-            "hysteresis": self.c.app.hysteresis, "ports": ports}]})
+            "hysteresis": self.controller.app.hysteresis, "ports": ports}]})
 
     async def events(self, request: web.Request) -> web.Response:
         n = _count(request, 100)
-        events = list(self.c.events)[-n:]
+        events = list(self.controller.events)[-n:]
         return web.json_response({"events": [
             {"id": e.id, "time": e.time, "threshold": e.threshold, "bps": e.rate * BITS_PER_BYTE,
              "limit_bps": e.limit * BITS_PER_BYTE, "flow": flow_json(e.key, e.rate)}
@@ -91,18 +91,18 @@ class Api:
 
     async def controls(self, request: web.Request) -> web.Response:
         return web.json_response({
-            "controls": [c.as_dict() for c in self.c.app.controls.values()],
+            "controls": [c.as_dict() for c in self.controller.app.controls.values()],
             "switches": [{"agent": agent, "url": link.service.base_url, "connected": link.connected,
-                          "backlog": link.backlog, "controls": self.c.app.count(agent)}
-                         for agent, link in sorted(self.c.links.items())]})
+                          "backlog": link.backlog, "controls": self.controller.app.count(agent)}
+                         for agent, link in sorted(self.controller.links.items())]})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = {"uptime": time.time() - self.c.started, **self.c.rates(),
-                **self.c.analyser.metrics.as_dict(),
-                "flows": len(self.c.table), "flows_evicted": self.c.table.evicted,
-                "agents": len(self.c.analyser.agents), "controls": len(self.c.app.controls),
-                "controls_refused": self.c.app.refused,
-                "acl_calls": self.c.acl_metrics.calls, "acl_failures": self.c.acl_metrics.failures}
+        c = self.controller
+        body = {"uptime": time.time() - c.started, **c.rates(), **c.analyser.metrics.as_dict(),
+                "flows": len(c.table), "flows_evicted": c.table.evicted,
+                "agents": len(c.analyser.agents), "controls": len(c.app.controls),
+                "controls_refused": c.app.refused,
+                "acl_calls": c.acl_metrics.calls, "acl_failures": c.acl_metrics.failures}
         return web.json_response(body)
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..service.options import ConfigError, setup_logging
+from ..tokens import TokenFileError
 from .config import load
 
 log = logging.getLogger("hsagent.controller")
@@ -19,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hsagent-controller: {err}", file=sys.stderr)
         return 2
     setup_logging(args)
-    from ..tokens import TokenFileError
     from .service import Controller  # aiohttp is imported only once the options are good
     try:
         controller = Controller(options)

@@ -26,7 +26,7 @@ import time
 from typing import Callable, NamedTuple
 
 from ..analyser.flows import FlowSpec, FlowTable
-from ..analyser.thresholds import Event, Monitor
+from ..analyser.thresholds import BITS_PER_BYTE, Event, Monitor
 from ..logs import Throttle
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class ElephantApp:
         rules = acl_rules(flow, self.dscp, self.cos)
         self.controls[(agent, name)] = Control(agent, name, flow, event.key, rules, now, event)
         log.info("%s: marking %s (%.1f Mbit/s, threshold %.1f)", agent, _text(flow),
-                 event.rate * 8e-6, event.limit * 8e-6)
+                 mbps(event.rate), mbps(event.limit))
         self._link(agent).want(name, rules)
 
     def adopt(self, agent: str, name: str, rules: list[str]) -> bool:
@@ -204,7 +204,7 @@ class ElephantApp:
             if key is not None:
                 self.monitor.fired.pop(key, None)  # should it come back, mark it again
             log.info("%s: %s is quiet (%.2f Mbit/s): removing %s", control.agent,
-                     _text(control.flow), rate * 8e-6, control.name)
+                     _text(control.flow), mbps(rate), control.name)
             self._link(control.agent).want(control.name, None)
 
     def _flow_rate(self, control: Control, rates: dict, now: float) -> tuple[tuple | None, float]:
@@ -223,6 +223,10 @@ class ElephantApp:
                 if rate > best.get(index, (None, -1.0))[1]:
                     best[index] = (key, rate)
         return best
+
+
+def mbps(bytes_per_second: float) -> float:
+    return bytes_per_second * BITS_PER_BYTE / 1e6
 
 
 def _text(flow: FiveTuple) -> str:

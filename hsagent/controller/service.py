@@ -14,7 +14,7 @@ import logging
 import time
 
 from ..service.web import until_stopped
-from ..tokens import TokenFileError, Tokens, parse_tokens
+from ..tokens import TokenFileError, read_token_file
 from ..analyser.engine import Analyser
 from ..analyser.listener import Listener, open_udp
 from ..analyser.thresholds import BITS_PER_BYTE, Threshold
@@ -34,9 +34,7 @@ def acl_token(path: str | None) -> str | None:
     """The token to send: the first one of hsagent-acld's token file that may write."""
     if path is None:
         return None
-    Tokens.load(path)  # hsagent-acld's checks: a regular file, root's, mode 600, well formed
-    with open(path, encoding="utf-8") as f:
-        tokens = parse_tokens(f.read(), path)
+    tokens = read_token_file(path)  # with hsagent-acld's checks: a regular file, root's, mode 600
     writable = [token for token, may_write in tokens.items() if may_write]
     if not writable:
         raise TokenFileError(f"{path}: every token in it is read-only")

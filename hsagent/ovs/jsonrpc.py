@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import selectors
 import socket
-import time
 
 RECV_BYTES = 65536
 _OPEN, _CLOSE, _QUOTE, _BACKSLASH = ord("{"), ord("}"), ord('"'), ord("\\")
@@ -147,19 +145,6 @@ class Connection:
         if handler is not None:
             handler(message.get("result"), message.get("error"))
         return None
-
-    def wait_for_replies(self, timeout: float) -> bool:
-        """Block up to `timeout` seconds until every request has its reply (used only when
-        the agent is stopping and its loop has ended). True when none is outstanding."""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.sock, selectors.EVENT_READ)
-            while self._handlers:
-                left = deadline - time.monotonic()
-                if left <= 0 or not selector.select(left):
-                    return False
-                self.receive()
-        return True
 
     def close(self) -> None:
         self.sock.close()

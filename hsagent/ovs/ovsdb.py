@@ -70,16 +70,16 @@ def map_of(mapping) -> list:
 
 # --- the replica ---------------------------------------------------------------------------
 
-def monitor_requests(tables=MONITORED) -> dict:
-    """The <monitor-requests> object of a `monitor` call: these columns, every change."""
-    return {table: {"columns": columns} for table, columns in tables.items()}
+def monitor_requests() -> dict:
+    """The <monitor-requests> object of a `monitor` call: MONITORED's columns, every change."""
+    return {table: {"columns": columns} for table, columns in MONITORED.items()}
 
 
 class Replica:
     """table -> row UUID -> {column: value}, as of the last update applied."""
 
-    def __init__(self, tables=MONITORED):
-        self.tables: dict[str, dict[str, dict]] = {table: {} for table in tables}
+    def __init__(self):
+        self.tables: dict[str, dict[str, dict]] = {table: {} for table in MONITORED}
 
     def clear(self) -> None:
         for rows in self.tables.values():

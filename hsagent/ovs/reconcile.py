@@ -28,6 +28,7 @@ from . import ovsdb
 MARK = ("created_by", "hsagent")  # external_ids entry on every row hsagent writes
 NO_SAMPLING = 2**32 - 1  # OVS's largest sampling rate: counters on, flow samples ~never
 COLUMNS = ("agent", "targets", "polling", "header", "sampling")
+DESCRIBED_SPEEDS = (0, 10**9, 10**10)  # the link speeds whose sampling rate `check` shows
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,11 @@ def desired(settings, agent_ip: str | None, current: Current) -> dict[str, Sflow
     return {b.uuid: wanted_row(settings, agent_ip, b.speed) for b in current.bridges}
 
 
-def describe(settings, speeds=(0, 10**9, 10**10)) -> str:
+def describe(settings) -> str:
     """What Open vSwitch will do with these settings, for `hsagent check`."""
     if not settings.collectors:
         return "no collector: hsagent removes its sFlow rows from every bridge"
-    rates = {speed: settings.sampling_rate(speed) for speed in speeds}
+    rates = {speed: settings.sampling_rate(speed) for speed in DESCRIBED_SPEEDS}
     shown = ", ".join(f"{_speed_name(s)} {r or 'off'}" for s, r in rates.items())
     text = (f"every bridge gets an sFlow row: targets {', '.join(str(c) for c in settings.collectors)}, "
             f"polling {settings.polling} s, header {settings.header_bytes} bytes, sampling 1-in-N "

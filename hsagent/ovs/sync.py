@@ -126,10 +126,7 @@ class OvsSync:
             self._wait(lambda: not self._in_flight and self._caught_up(), deadline)
             self.configure(None, None)
             self._wait(lambda: not self._in_flight and self._caught_up(), deadline)
-        if self._conn is not None:
-            self._selector.unregister(self._conn.sock)
-            self._conn.close()
-            self._conn = None
+        self._drop_connection()
         self._selector.close()
 
     def status(self) -> dict:
@@ -193,11 +190,14 @@ class OvsSync:
         self._awaited_cfg = None
         self._on_change()
 
-    def _disconnect(self, reason: str) -> None:
+    def _drop_connection(self) -> None:
         if self._conn is not None:
             self._selector.unregister(self._conn.sock)
             self._conn.close()
             self._conn = None
+
+    def _disconnect(self, reason: str) -> None:
+        self._drop_connection()
         self._monitoring = self._in_flight = self._probing = False
         self._fail(reason)
         self._on_change()

@@ -18,7 +18,7 @@ from .options import Endpoint
 READS = ("GET", "HEAD")
 
 
-def refusal(tokens: Tokens, authorization: str | None, method: str,
+def bearer_refusal(tokens: Tokens, authorization: str | None, method: str,
             realm: str) -> tuple[int, str, dict] | None:
     """(status, message, headers) when a request may not go on; None when it may.
     A read-only token may GET and HEAD only (RFC 6750 3.1: 401 with invalid_token for a
@@ -43,7 +43,7 @@ def bearer_auth(tokens: Callable[[], Tokens | None], realm: str):
     async def check(request: web.Request, handler) -> web.StreamResponse:
         current = tokens()
         if current is not None:
-            refused = refusal(current, request.headers.get("Authorization"), request.method, realm)
+            refused = bearer_refusal(current, request.headers.get("Authorization"), request.method, realm)
             if refused is not None:
                 status, message, headers = refused
                 return web.json_response({"error": message}, status=status, headers=headers)

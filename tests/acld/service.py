@@ -1,13 +1,12 @@
 """hsagent-acld as the tests run it: the real service in a network namespace, driven over HTTP.
 
-The test process stays in the root namespace; `in_netns` makes one socket inside the test's
-namespace (setns(2) in a short-lived thread changes only that thread), so plain http.client
+The test process stays in the root namespace; conftest's `in_netns` makes each socket inside the
+test's namespace (a socket stays in the namespace it was made in), so plain http.client
 connections reach a service that listens on the namespace's 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import ctypes
 import http.client
 import json
 import re
@@ -17,40 +16,36 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
+from conftest import in_netns
+
 TOKEN = "test-token-0123456789abcdef"
 READ_TOKEN = "read-only-token-0123456789"
-_libc = ctypes.CDLL(None, use_errno=True)
 POLICY_COUNTERS = re.compile(r" \[\d+:\d+\]$")
 
 
-def in_netns(netns_name: str, make):
-    """make() run in the named network namespace (for sockets: they stay in it)."""
-    result: list = []
+def wire(switch, port: str, switch_address: str, host, host_address: str) -> None:
+    """The switch's `port` faces the host's h1 (a veth pair), each addressed (/24) and up."""
+    switch.run("ip", "link", "add", port, "type", "veth", "peer", "name", "h1", "netns", host.name)
+    for ns, device, address in ((switch, port, switch_address), (host, "h1", host_address)):
+        ns.run("ip", "addr", "add", f"{address}/24", "dev", device)
+        ns.run("ip", "link", "set", device, "up")
 
-    def enter():
-        fd = os.open(f"/run/netns/{netns_name}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                result.append(OSError(ctypes.get_errno(), "setns"))
-                return
-        finally:
-            os.close(fd)
-        try:
-            result.append(make())
-        except Exception as err:  # handed to the caller
-            result.append(err)
 
-    thread = threading.Thread(target=enter)
-    thread.start()
-    thread.join()
-    if isinstance(result[0], Exception):
-        raise result[0]
-    return result[0]
+def send_udp(ns, source, destination, port, count, tos=0):
+    """`count` datagrams from `source` in `ns` to destination:port."""
+    with in_netns(ns.name):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((source, 0))
+        if tos:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        for _ in range(count):
+            sock.sendto(b"x" * 32, (destination, port))
+    finally:
+        sock.close()
 
 
 class Connection(http.client.HTTPConnection):
@@ -59,8 +54,8 @@ class Connection(http.client.HTTPConnection):
         self.netns_name = netns_name
 
     def connect(self):
-        self.sock = in_netns(self.netns_name, lambda: socket.create_connection(
-            (self.host, self.port), self.timeout))
+        with in_netns(self.netns_name):
+            self.sock = socket.create_connection((self.host, self.port), self.timeout)
 
 
 class TlsConnection(http.client.HTTPSConnection):
@@ -69,8 +64,8 @@ class TlsConnection(http.client.HTTPSConnection):
         self.netns_name = netns_name
 
     def connect(self):
-        sock = in_netns(self.netns_name, lambda: socket.create_connection(
-            (self.host, self.port), self.timeout))
+        with in_netns(self.netns_name):
+            sock = socket.create_connection((self.host, self.port), self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
@@ -123,11 +118,9 @@ class Client:
 
 
 def free_port(netns_name: str) -> int:
-    def bind():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-    return in_netns(netns_name, bind)
+    with in_netns(netns_name), socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_tokens(directory: Path) -> Path:
@@ -162,8 +155,8 @@ class Service:
             if self.process.poll() is not None:
                 raise AssertionError(f"hsagent-acld exited {self.process.returncode}:\n{self.log_text()}")
             try:
-                in_netns(self.ns.name, lambda: socket.create_connection(
-                    ("127.0.0.1", self.port), 1).close())
+                with in_netns(self.ns.name):
+                    socket.create_connection(("127.0.0.1", self.port), 1).close()
                 return self
             except OSError:
                 time.sleep(0.05)

@@ -10,7 +10,6 @@ the files are put back as they were, so that one bad ACL cannot make later insta
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Mapping
@@ -19,8 +18,6 @@ from ... import files
 from ..rules import Acl
 from . import run
 
-log = logging.getLogger(__name__)
-
 PRIORITY = "50"
 HEADER = "# Written by hsagent-acld: changes here are overwritten.\n"
 
@@ -28,8 +25,7 @@ HEADER = "# Written by hsagent-acld: changes here are overwritten.\n"
 class CumulusBackend:
     name = "cumulus"
 
-    def __init__(self, policy_dir: str = "/etc/cumulus/acl/policy.d", prefix: str = "hsacld",
-                 acltool: str = "/usr/cumulus/bin/cl-acltool"):
+    def __init__(self, policy_dir: str, prefix: str, acltool: str):
         self.policy_dir, self.prefix, self.acltool = policy_dir, prefix, acltool
         self._ours = re.compile(re.escape(f"{PRIORITY}{prefix}-") + r"([a-z0-9_][a-z0-9_-]*)\.rules\Z")
 

@@ -126,7 +126,7 @@ def rollback_input(current: dict[str, TableState], wanted: dict[str, dict[str, l
 class NetfilterBackend:
     name = "netfilter"
 
-    def __init__(self, swp_pattern: str = "swp+"):
+    def __init__(self, swp_pattern: str):
         self.swp_pattern = swp_pattern
 
     def install(self, acls: Mapping[str, Acl]) -> None:
