@@ -303,7 +303,9 @@ class Settings:
         return self.sub_agent_id
 
     def sampling_rate(self, speed_bps: int) -> int:
-        """1-in-N for a link of this speed (hsflowd's order; section 7 of the reference)."""
+        """1-in-N for a link of this speed, in hsflowd's order: `sampling.<speed>`; else
+        `sampling` for an unknown speed or a bps_ratio of 0; else speed / `sampling.bps_ratio`;
+        else speed / 1,000,000, at least 100."""
         key = speed_key(speed_bps)
         if key in self.sampling_by_speed:
             return self.sampling_by_speed[key]

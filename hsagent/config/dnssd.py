@@ -4,7 +4,7 @@ One SRV query and one TXT query on `_sflow._udp.<domain>`. Every SRV answer is a
 each TXT character-string is one `key=value` setting, checked like the config file. The
 result overlays the file's settings (`apply`), so DNS-SD feeds the same `Settings` model.
 
-Choices where hsflowd leaves room (section 7 of the reference):
+Choices where hsflowd's mod_dnssd leaves room:
 - A collector name becomes ONE address: its lowest IPv4 address, else its lowest IPv6
   address. IPv4 first because a host with a link-local-only or unrouted IPv6 stack would
   silently lose datagrams; the lowest address so a round-robin server does not look like a

@@ -9,7 +9,8 @@ which the tests also feed with values they build. psutil reads under `psutil.PRO
 test points it and `procfs.Roots` at the same fixture tree. A block that cannot be read is left
 out of the sample (logged, rate-limited) rather than sent as zeros. Records go out in hsflowd's
 order: virt_node (when the agent knows the container count), adapters, the four MIB-II groups,
-disk, memory, cpu, net I/O, descr. Units and "unknown" values: shared/SFLOW_REFERENCE.md section 4.
+disk, memory, cpu, net I/O, descr. Units and "unknown" values: sFlow Host Structures
+(sflow.org, sflow_host.txt) and sFlow Host TCP/IP Counters (sflow_host_ip.txt).
 
 What changes rarely (the NIC list, the mounted filesystems, the disks, the CPU clock) is
 re-read every SLOW_REFRESH_S; everything else once per poll, each file once.

@@ -24,10 +24,10 @@ ADDRESS_IPV4, ADDRESS_IPV6 = 1, 2
 # data_format of the four sample types (enterprise 0)
 FLOW_SAMPLE, COUNTERS_SAMPLE, FLOW_SAMPLE_EXPANDED, COUNTERS_SAMPLE_EXPANDED = 1, 2, 3, 4
 
-# Data-source classes (section 2.1)
+# Data-source classes (sFlow v5 sflow_data_source: the top 8 bits of source_id)
 DS_IFINDEX, DS_VLAN, DS_PHYSICAL, DS_LOGICAL = 0, 1, 2, 3
 
-# Interface encoding in flow samples (section 2.7)
+# Interface encoding in flow samples (sFlow v5 interface: the format in the top 2 bits)
 IF_FORMAT_IFINDEX, IF_FORMAT_DISCARDED, IF_FORMAT_MULTIPLE = 0, 1, 2
 IF_INTERNAL = 0x3FFFFFFF  # "the host itself": originated by it (input) or delivered to it (output)
 
