@@ -358,13 +358,6 @@ def mib2_groups(snmp: str) -> list:
 
 # --- readers -----------------------------------------------------------------------------
 
-def _read_optional(path: str) -> str | None:
-    try:
-        return procfs.read_text(path)
-    except OSError:
-        return None
-
-
 def read_nics(roots: procfs.Roots) -> list[Nic]:
     base = roots.sys_path("class", "net")
     nics = []
@@ -391,8 +384,8 @@ def read_nics(roots: procfs.Roots) -> list[Nic]:
 
 def read_uuid(roots: procfs.Roots) -> bytes:
     return host_uuid(
-        _read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # root may read it
-        _read_optional(roots.etc_path("machine-id")),
+        procfs.read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # root may read it
+        procfs.read_optional(roots.etc_path("machine-id")),
     )
 
 
