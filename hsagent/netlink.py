@@ -254,34 +254,35 @@ class Dumper:
         self._seq = 0
 
     def dump(self, mtype: int, header: bytes) -> Iterator[tuple[int, memoryview]]:
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
-        request = NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST | NLM_F_DUMP,
-                                self._seq, 0) + header
-        self.sock.send(request)
-        while True:
-            for rtype, _, seq, body in messages(self.sock.recv(RECV_BYTES)):
-                if seq != self._seq:
-                    continue
-                if rtype == NLMSG_DONE:
-                    return
-                if rtype == NLMSG_ERROR:
-                    code = error_code(body)
-                    raise NetlinkError(code, f"netlink dump {mtype}: {os.strerror(code)}")
-                yield rtype, body
+        """(type, body) of every message of the dump; raises NetlinkError for an error answer."""
+        self._send(mtype, NLM_F_DUMP, header)
+        for rtype, body in self._replies(f"dump {mtype}"):
+            if rtype == NLMSG_DONE:
+                return
+            yield rtype, body
 
     def request(self, mtype: int, header: bytes) -> memoryview:
         """One request, one answer (its body); raises NetlinkError for an error answer."""
+        self._send(mtype, 0, header)
+        _, body = next(self._replies(f"request {mtype}"))
+        return body
+
+    def _send(self, mtype: int, flags: int, header: bytes) -> None:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST, self._seq, 0)
-                       + header)
+        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST | flags,
+                                     self._seq, 0) + header)
+
+    def _replies(self, what: str) -> Iterator[tuple[int, memoryview]]:
+        """(type, body) of each answer to the last request, as they come; answers to an
+        earlier request are skipped and NLMSG_ERROR raises NetlinkError."""
         while True:
             for rtype, _, seq, body in messages(self.sock.recv(RECV_BYTES)):
                 if seq != self._seq:
                     continue
                 if rtype == NLMSG_ERROR:
                     code = error_code(body)
-                    raise NetlinkError(code, f"netlink request {mtype}: {os.strerror(code)}")
-                return body
+                    raise NetlinkError(code, f"netlink {what}: {os.strerror(code)}")
+                yield rtype, body
 
     def links(self, netnsid: int | None = None) -> Iterator[Link]:
         """Every link; with `netnsid`, those of that network namespace (needs CAP_NET_ADMIN,
