@@ -267,6 +267,12 @@ class Dumper:
         _, body = next(self._replies(f"request {mtype}"))
         return body
 
+    def _parsed_dump(self, mtype: int, header: bytes, answer_type: int, parse) -> Iterator:
+        """parse(body) of each `answer_type` message of a dump, leaving out what it refuses (None)."""
+        for rtype, body in self.dump(mtype, header):
+            if rtype == answer_type and (parsed := parse(body)) is not None:
+                yield parsed
+
     def _send(self, mtype: int, flags: int, header: bytes) -> None:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST | flags,
@@ -290,11 +296,7 @@ class Dumper:
         header = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         if netnsid is not None:
             header += attribute(IFLA_TARGET_NETNSID, struct.pack("=i", netnsid))
-        for rtype, body in self.dump(RTM_GETLINK, header):
-            if rtype == RTM_NEWLINK:
-                link = parse_link(body)
-                if link is not None:
-                    yield link
+        return self._parsed_dump(RTM_GETLINK, header, RTM_NEWLINK, parse_link)
 
     def netnsid_of_pid(self, pid: int) -> int | None:
         """Our id for the network namespace of process `pid`; None if it has none yet."""
@@ -308,11 +310,8 @@ class Dumper:
 
     def link_stats(self) -> Iterator[tuple[int, LinkStats]]:
         """64-bit counters of every interface: one RTM_GETSTATS dump."""
-        for rtype, body in self.dump(RTM_GETSTATS, IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, STATS_MASK)):
-            if rtype == RTM_NEWSTATS:
-                parsed = parse_stats(body)
-                if parsed is not None:
-                    yield parsed
+        return self._parsed_dump(RTM_GETSTATS, IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, STATS_MASK),
+                                 RTM_NEWSTATS, parse_stats)
 
     def link_stats_of(self, indexes) -> Iterator[tuple[int, LinkStats]]:
         """64-bit counters of these interfaces, one RTM_GETSTATS request each: cheaper than a
@@ -329,11 +328,8 @@ class Dumper:
                 yield parsed
 
     def addresses(self) -> Iterator[Address]:
-        for rtype, body in self.dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-            if rtype == RTM_NEWADDR:
-                address = parse_address(body)
-                if address is not None:
-                    yield address
+        return self._parsed_dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
+                                 RTM_NEWADDR, parse_address)
 
     def default_route_devices(self) -> set[int]:
         """ifindexes that carry an IPv4 or IPv6 default route."""
