@@ -1,7 +1,7 @@
 """The one settings model: defaults <- config file <- DNS-SD produce one immutable `Settings`.
 
 Each setting is declared once, as a field of `Settings` (or of the record a block builds:
-`Collector`, `NflogSettings`, `PsampleSettings`) made with `setting()`: its default, the
+`Collector`, `NflogSettings`, `PsampleSettings`, `OvsSettings`) made with `setting()`: its default, the
 config-file key (and the block it lives in), how text becomes a value, its range, whether
 DNS-SD TXT records may set it, and its key in hsagent.auto. The config-file grammar
 (config/conffile.py), the TXT parser (config/dnssd.py) and the .auto writer below are derived
