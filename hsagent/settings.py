@@ -1,9 +1,9 @@
 """The one settings model: defaults <- config file <- DNS-SD produce one immutable `Settings`.
 
 Each setting is declared once, as a field of `Settings` (or of the record a block builds:
-`Collector`, `NflogSettings`, `PsampleSettings`, `OvsSettings`) made with `setting()`: its default, the
-config-file key (and the block it lives in), how text becomes a value, its range, whether
-DNS-SD TXT records may set it, and its key in hsagent.auto. The config-file grammar
+`Collector`, `NflogSettings`, `PsampleSettings`, `OvsSettings`) made with `setting()`: its
+default, the config-file key (and the block it lives in), how text becomes a value, its range,
+whether DNS-SD TXT records may set it, and its key in hsagent.auto. The config-file grammar
 (config/conffile.py), the TXT parser (config/dnssd.py) and the .auto writer below are derived
 from these declarations, so adding a setting is one declaration plus the code that uses it.
 
