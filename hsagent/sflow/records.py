@@ -1,7 +1,7 @@
 """Every sFlow v5 flow and counter record hsagent knows, each declared once.
 
 Each declaration lists the fields in the spec's order as (name, XDR type, sflowtool label).
-The value class (a namedtuple) is what collectors build and what the decoder returns;
+The value class (a namedtuple) is what pollers and samplers build and what the decoder returns;
 `ValueClass.spec` is its `Struct`, and `spec.tag` its data_format, `(enterprise << 12) | format`.
 Layouts, units and "unknown" values: the sFlow Version 5 specification (sflow.org,
 sflow_version_5.txt), sFlow Host Structures (sflow_host.txt) and sFlow Host TCP/IP Counters
