@@ -373,7 +373,11 @@ class Agent:
         try:
             callback()
         except Exception as err:
-            self._throttle(logging.ERROR, f"event:{callback}", "event handling failed: %s", err)
+            # Keyed by the kind of handler, not the handler object: a lambda's repr is new for
+            # every sampler opened, so churn would log every failure and grow the key table.
+            kind = getattr(callback, "__qualname__", type(callback).__qualname__)
+            self._throttle(logging.ERROR, f"event:{kind}:{type(err).__name__}",
+                           "event handling failed: %s", err)
             log.debug("event handling failure", exc_info=True)
 
     def _tick(self, now: float) -> None:
