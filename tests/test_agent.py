@@ -215,6 +215,20 @@ def test_sighup_reloads_and_keeps_running_settings_when_the_file_is_bad(receiver
     assert "keeping the running settings" in agent_log(tmp_path)
 
 
+def test_sighup_logs_the_files_warnings(receiver, config, tmp_path):
+    conf = config(receiver, body="  polling = 1")
+    agent = start_agent(conf, tmp_path)
+    try:
+        wait_until(lambda: (tmp_path / "status").exists(), 15)
+        config(receiver, body="  polling = 1\n  kvm { }")  # rewrites the same file
+        agent.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "configuration reloaded" in agent_log(tmp_path), 10)
+    finally:
+        stop(agent)
+    assert f"{conf}:6:3: warning: kvm {{ }}: hsflowd feature not implemented by hsagent; ignored" \
+        in agent_log(tmp_path)
+
+
 def test_sighup_with_a_fifo_or_dev_zero_in_place_of_the_file_keeps_sending(receiver, config, tmp_path):
     """A FIFO without a writer blocked the loop for good; /dev/zero ended it with a traceback."""
     conf = config(receiver, body="  polling = 1")
