@@ -255,7 +255,7 @@ class Agent:
     def status(self) -> dict:
         return {
             "pid": os.getpid(), "written": time.time(), "started": self._started,
-            "agent_address": self.agent_ip, "collectors": [str(r) for r in self.settings.collectors],
+            "agent_address": self.agent_ip, "collectors": [str(c) for c in self.settings.collectors],
             "datagrams_sent": self.transport.datagrams_sent, "send_errors": self.transport.send_errors,
             "samples": self.stats.samples, "polls": self.stats.polls, "slow_polls": self.stats.slow_polls,
             "poll_errors": self.stats.poll_errors, "oversized_samples": self.builder.oversized,

@@ -113,6 +113,17 @@ def _discover(args) -> int:
     return 0
 
 
+def _reread(path: str):
+    """SIGHUP: the config file's settings, raising ConfigError on a bad file. Its warnings
+    (ignored hsflowd keys, repeated settings) go to the log, as _load prints them at start."""
+    from .config import conffile
+
+    settings, warnings = conffile.load(path)
+    for warning in warnings:
+        logging.getLogger("hsagent").warning("%s", warning)
+    return settings
+
+
 def _datagram_printer():
     """--print: each datagram sent, as `hsagent decode` shows it. Imported now, while the
     agent may still read every file (it may run as an unprivileged user later)."""
@@ -163,7 +174,6 @@ def _drop_privileges(account, settings, args) -> None:
 def _run(args) -> int:
     from . import daemon, logs
     from .agent import Agent
-    from .config import conffile
 
     settings = _load(args.config)  # a bad file is reported before detaching
     account = _account_to_run_as(settings)
@@ -177,7 +187,7 @@ def _run(args) -> int:
         started = daemon.daemonize(args.pidfile)  # before any thread or socket exists
     elif args.pidfile:
         daemon.write_pidfile(args.pidfile)
-    agent = Agent(reload_config=lambda: conffile.load(args.config)[0],
+    agent = Agent(reload_config=lambda: _reread(args.config),
                   on_datagram=_datagram_printer() if args.print_datagrams else None,
                   auto_file=args.auto_file,
                   status_file=None if args.once else os.path.join(args.runtime_dir, "status"))

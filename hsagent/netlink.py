@@ -254,34 +254,41 @@ class Dumper:
         self._seq = 0
 
     def dump(self, mtype: int, header: bytes) -> Iterator[tuple[int, memoryview]]:
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
-        request = NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST | NLM_F_DUMP,
-                                self._seq, 0) + header
-        self.sock.send(request)
-        while True:
-            for rtype, _, seq, body in messages(self.sock.recv(RECV_BYTES)):
-                if seq != self._seq:
-                    continue
-                if rtype == NLMSG_DONE:
-                    return
-                if rtype == NLMSG_ERROR:
-                    code = error_code(body)
-                    raise NetlinkError(code, f"netlink dump {mtype}: {os.strerror(code)}")
-                yield rtype, body
+        """(type, body) of every message of the dump; raises NetlinkError for an error answer."""
+        self._send(mtype, NLM_F_DUMP, header)
+        for rtype, body in self._replies(f"dump {mtype}"):
+            if rtype == NLMSG_DONE:
+                return
+            yield rtype, body
 
     def request(self, mtype: int, header: bytes) -> memoryview:
         """One request, one answer (its body); raises NetlinkError for an error answer."""
+        self._send(mtype, 0, header)
+        _, body = next(self._replies(f"request {mtype}"))
+        return body
+
+    def _parsed_dump(self, mtype: int, header: bytes, answer_type: int, parse) -> Iterator:
+        """parse(body) of each `answer_type` message of a dump, leaving out what it refuses (None)."""
+        for rtype, body in self.dump(mtype, header):
+            if rtype == answer_type and (parsed := parse(body)) is not None:
+                yield parsed
+
+    def _send(self, mtype: int, flags: int, header: bytes) -> None:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST, self._seq, 0)
-                       + header)
+        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), mtype, NLM_F_REQUEST | flags,
+                                     self._seq, 0) + header)
+
+    def _replies(self, what: str) -> Iterator[tuple[int, memoryview]]:
+        """(type, body) of each answer to the last request, as they come; answers to an
+        earlier request are skipped and NLMSG_ERROR raises NetlinkError."""
         while True:
             for rtype, _, seq, body in messages(self.sock.recv(RECV_BYTES)):
                 if seq != self._seq:
                     continue
                 if rtype == NLMSG_ERROR:
                     code = error_code(body)
-                    raise NetlinkError(code, f"netlink request {mtype}: {os.strerror(code)}")
-                return body
+                    raise NetlinkError(code, f"netlink {what}: {os.strerror(code)}")
+                yield rtype, body
 
     def links(self, netnsid: int | None = None) -> Iterator[Link]:
         """Every link; with `netnsid`, those of that network namespace (needs CAP_NET_ADMIN,
@@ -289,11 +296,7 @@ class Dumper:
         header = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         if netnsid is not None:
             header += attribute(IFLA_TARGET_NETNSID, struct.pack("=i", netnsid))
-        for rtype, body in self.dump(RTM_GETLINK, header):
-            if rtype == RTM_NEWLINK:
-                link = parse_link(body)
-                if link is not None:
-                    yield link
+        return self._parsed_dump(RTM_GETLINK, header, RTM_NEWLINK, parse_link)
 
     def netnsid_of_pid(self, pid: int) -> int | None:
         """Our id for the network namespace of process `pid`; None if it has none yet."""
@@ -307,11 +310,8 @@ class Dumper:
 
     def link_stats(self) -> Iterator[tuple[int, LinkStats]]:
         """64-bit counters of every interface: one RTM_GETSTATS dump."""
-        for rtype, body in self.dump(RTM_GETSTATS, IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, STATS_MASK)):
-            if rtype == RTM_NEWSTATS:
-                parsed = parse_stats(body)
-                if parsed is not None:
-                    yield parsed
+        return self._parsed_dump(RTM_GETSTATS, IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, STATS_MASK),
+                                 RTM_NEWSTATS, parse_stats)
 
     def link_stats_of(self, indexes) -> Iterator[tuple[int, LinkStats]]:
         """64-bit counters of these interfaces, one RTM_GETSTATS request each: cheaper than a
@@ -328,11 +328,8 @@ class Dumper:
                 yield parsed
 
     def addresses(self) -> Iterator[Address]:
-        for rtype, body in self.dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-            if rtype == RTM_NEWADDR:
-                address = parse_address(body)
-                if address is not None:
-                    yield address
+        return self._parsed_dump(RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
+                                 RTM_NEWADDR, parse_address)
 
     def default_route_devices(self) -> set[int]:
         """ifindexes that carry an IPv4 or IPv6 default route."""

@@ -44,6 +44,15 @@ def read_text(path: str) -> str:
     return b"".join(chunks).decode("ascii", errors="replace")
 
 
+def read_optional(path: str) -> str | None:
+    """The whole file, or None when it cannot be read (absent, gone meanwhile, refused, or
+    an attribute the device does not have: a down veth's speed is EINVAL)."""
+    try:
+        return read_text(path)
+    except OSError:
+        return None
+
+
 class NetDev(NamedTuple):
     """One interface's line of /proc/net/dev: the columns the sFlow structures use."""
 

@@ -1,9 +1,9 @@
 """The one settings model: defaults <- config file <- DNS-SD produce one immutable `Settings`.
 
 Each setting is declared once, as a field of `Settings` (or of the record a block builds:
-`Collector`, `NflogSettings`, `PsampleSettings`) made with `setting()`: its default, the
-config-file key (and the block it lives in), how text becomes a value, its range, whether
-DNS-SD TXT records may set it, and its key in hsagent.auto. The config-file grammar
+`Collector`, `NflogSettings`, `PsampleSettings`, `OvsSettings`) made with `setting()`: its
+default, the config-file key (and the block it lives in), how text becomes a value, its range,
+whether DNS-SD TXT records may set it, and its key in hsagent.auto. The config-file grammar
 (config/conffile.py), the TXT parser (config/dnssd.py) and the .auto writer below are derived
 from these declarations, so adding a setting is one declaration plus the code that uses it.
 
@@ -312,7 +312,9 @@ class Settings:
         return self.sub_agent_id
 
     def sampling_rate(self, speed_bps: int) -> int:
-        """1-in-N for a link of this speed (hsflowd's order; section 7 of the reference)."""
+        """1-in-N for a link of this speed, in hsflowd's order: `sampling.<speed>`; else
+        `sampling` for an unknown speed or a bps_ratio of 0; else speed / `sampling.bps_ratio`;
+        else speed / 1,000,000, at least 100."""
         key = speed_key(speed_bps)
         if key in self.sampling_by_speed:
             return self.sampling_by_speed[key]

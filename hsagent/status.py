@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from . import files
+from . import files, procfs
 
 MAX_STATUS_BYTES = 1 << 20  # a status file is a few kilobytes; more is not ours
 
@@ -18,12 +18,12 @@ def write(path: str, state: dict) -> None:
 def _running(pid: int) -> bool:
     """Is `pid` an hsagent process? A pid left in a stale file may since belong to another."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(procfs.HOST.proc_path(str(pid), "cmdline"), "rb") as f:
             command = f.read()
     except FileNotFoundError:
         return False
     except OSError:  # /proc mounted with hidepid: existence is all we can learn
-        return os.path.exists(f"/proc/{pid}")
+        return os.path.exists(procfs.HOST.proc_path(str(pid)))
     return b"hsagent" in command  # a zombie's is empty
 
 

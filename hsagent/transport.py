@@ -12,7 +12,7 @@ from .logs import Throttle
 log = logging.getLogger(__name__)
 
 # Errors that say something about one collector (or the network), not about our socket.
-_PER_RECEIVER = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
+_PER_COLLECTOR = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
                  errno.ENETDOWN, errno.EADDRNOTAVAIL, errno.EAGAIN, errno.ENOBUFS, errno.EPERM,
                  errno.EACCES, errno.EINVAL, errno.EMSGSIZE}
 
@@ -41,7 +41,7 @@ class Transport:
                 self.send_errors += 1
                 self._throttle(logging.WARNING, str(collector),
                                "cannot send to collector %s: %s", collector, err.strerror or err)
-                if err.errno not in _PER_RECEIVER:
+                if err.errno not in _PER_COLLECTOR:
                     self._reopen(family)  # something is wrong with the socket itself
             else:
                 self.datagrams_sent += 1

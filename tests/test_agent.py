@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HSAGENT, Receiver, agent_log, record_of, run_once, start_agent, stop
+from conftest import HSAGENT, Receiver, agent_log, record_of, run_once, start_agent, stop, wait_until
 from hsagent.sflow import records as R
 from hsagent.sflow.datagram import decode_datagram
 
@@ -184,7 +184,8 @@ def test_a_dead_collector_does_not_stop_the_others(receiver, receiver6, config, 
 
 def test_sigterm_stops_within_a_second(receiver, config, tmp_path):
     agent = start_agent(config(receiver), tmp_path)
-    time.sleep(1.5)
+    # the first tick writes the status file: the loop runs, its signal handlers are in place
+    wait_until(lambda: (tmp_path / "status").exists(), 15)
     started = time.monotonic()
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(5) == 0
@@ -200,7 +201,7 @@ def test_sighup_reloads_and_keeps_running_settings_when_the_file_is_bad(receiver
         with open(conf, "a") as f:
             f.write("sflow { polling = banana }\n")
         agent.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_until(lambda: "keeping the running settings" in agent_log(tmp_path), 10)
         count = len(receiver.raw)
         assert receiver.wait_for(lambda r: len(r.raw) > count, timeout=5), "stopped sending"
         config(other, body="  polling = 1")  # rewrites the same file, now valid
@@ -214,6 +215,20 @@ def test_sighup_reloads_and_keeps_running_settings_when_the_file_is_bad(receiver
     assert "keeping the running settings" in agent_log(tmp_path)
 
 
+def test_sighup_logs_the_files_warnings(receiver, config, tmp_path):
+    conf = config(receiver, body="  polling = 1")
+    agent = start_agent(conf, tmp_path)
+    try:
+        wait_until(lambda: (tmp_path / "status").exists(), 15)
+        config(receiver, body="  polling = 1\n  kvm { }")  # rewrites the same file
+        agent.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "configuration reloaded" in agent_log(tmp_path), 10)
+    finally:
+        stop(agent)
+    assert f"{conf}:6:3: warning: kvm {{ }}: hsflowd feature not implemented by hsagent; ignored" \
+        in agent_log(tmp_path)
+
+
 def test_sighup_with_a_fifo_or_dev_zero_in_place_of_the_file_keeps_sending(receiver, config, tmp_path):
     """A FIFO without a writer blocked the loop for good; /dev/zero ended it with a traceback."""
     conf = config(receiver, body="  polling = 1")
@@ -223,13 +238,13 @@ def test_sighup_with_a_fifo_or_dev_zero_in_place_of_the_file_keeps_sending(recei
         os.unlink(conf)
         os.mkfifo(conf)
         agent.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_until(lambda: "a FIFO" in agent_log(tmp_path), 10)
         count = len(receiver.raw)
         assert receiver.wait_for(lambda r: len(r.raw) > count + 1, timeout=5), "stopped sending"
         os.unlink(conf)
         os.symlink("/dev/zero", conf)
         agent.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_until(lambda: "a character device" in agent_log(tmp_path), 10)
         count = len(receiver.raw)
         assert receiver.wait_for(lambda r: len(r.raw) > count + 1, timeout=5), "stopped sending"
         assert agent.poll() is None

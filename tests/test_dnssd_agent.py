@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import HSAGENT, ZONE, Receiver, agent_log, record_of, srv, start_agent, stop, txt
+from conftest import HSAGENT, ZONE, Receiver, agent_log, record_of, srv, start_agent, stop, txt, wait_until
 from hsagent.sflow import records as R
 
 
@@ -71,9 +71,9 @@ def test_failures_keep_the_last_good_collector(named, receiver, tmp_path):
         assert receiver.wait_for(lambda r: r.raw, timeout=10)
         # malformed TXT strings are skipped; the good ones and the collector still apply
         named.serve(srv(receiver.port) + txt("polling=1", "polling=banana", "sampling=-4", "x" * 200, "nonsense"))
-        time.sleep(12)
+        time.sleep(12)  # a lookup (TTL 10 s); the answer configures nothing new, so nothing shows it
         named.serve("")  # NXDOMAIN for _sflow._udp
-        time.sleep(12)
+        wait_until(lambda: "NXDOMAIN" in agent_log(tmp_path) or "does not exist" in agent_log(tmp_path), 40)
         named.stop()  # no answers at all
         count = len(receiver.raw)
         assert receiver.wait_for(lambda r: len(r.raw) > count + 3, timeout=10), "stopped sending"
@@ -90,7 +90,8 @@ def test_zero_srv_answers_stop_sending(named, receiver, tmp_path):
     try:
         assert receiver.wait_for(lambda r: r.raw, timeout=10)
         named.serve(txt("polling=1"))  # TXT but no SRV: "no collectors"
-        time.sleep(13)
+        auto = tmp_path / "hsagent.auto"
+        wait_until(lambda: "collector=" not in auto.read_text(), 40)  # the agent has looked again
         count = len(receiver.raw)
         time.sleep(3)
         assert len(receiver.raw) == count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -494,26 +495,48 @@ def test_live_mib2_matches_proc_net_snmp(poller):
     assert checked == 19 + 15 + 7  # every field of the three groups exists on this kernel
 
 
-def test_live_disk_matches_statvfs_and_diskstats(poller):
-    io_before = psutil.disk_io_counters(perdisk=True)
-    disk = by_type(poll_records(poller))[records.HostDiskIo]
-    io_after = psutil.disk_io_counters(perdisk=True)
+def diskstats() -> dict[str, dict[str, int]]:
+    """/proc/diskstats read here, not through psutil (which the poller reads them with)."""
+    stats = {}
+    with open("/proc/diskstats") as f:
+        for line in f:
+            v = line.split()  # major minor name reads merged sectors ms writes merged sectors ...
+            stats[v[2]] = {"reads": int(v[3]), "bytes_read": int(v[5]) * 512,
+                           "writes": int(v[7]), "bytes_written": int(v[9]) * 512}
+    return stats
+
+
+def local_rw_mounts() -> dict[str, str]:
+    """Device -> its first mount point, of the read-write /dev/ mounts in /proc/self/mounts."""
     devices = {}
-    for p in psutil.disk_partitions(all=False):
-        if p.device.startswith("/dev/") and "ro" not in p.opts.split(","):
-            devices.setdefault(p.device, p.mountpoint)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            device, point, _, options = line.split()[:4]
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)  # \040: space
+            if device.startswith("/dev/") and "ro" not in options.split(","):
+                devices.setdefault(device, point)
+    return devices
+
+
+def test_live_disk_matches_statvfs_and_diskstats(poller):
+    io_before = diskstats()
+    disk = by_type(poll_records(poller))[records.HostDiskIo]
+    io_after = diskstats()
+    devices = local_rw_mounts()
     stats = [os.statvfs(m) for m in devices.values()]
     assert devices
     assert disk.disk_total == sum(s.f_blocks * s.f_frsize for s in stats)
     assert abs(disk.disk_free - sum(s.f_bavail * s.f_frsize for s in stats)) < 64 << 20
-    max_percent = max(psutil.disk_usage(m).percent for m in devices.values())
+    # df's use: used / (used + available to unprivileged users)
+    max_percent = max(100 * (s.f_blocks - s.f_bfree) / (s.f_blocks - s.f_bfree + s.f_bavail)
+                      for s in stats if s.f_blocks)
     assert abs(disk.part_max_used / 100 - max_percent) <= 0.2
-    whole = [d for d in os.listdir("/sys/block") if os.path.exists(f"/sys/block/{d}/device")]
+    whole = [d.replace("!", "/") for d in os.listdir("/sys/block")
+             if os.path.exists(f"/sys/block/{d}/device")]
     assert whole
-    for field, counter in [("reads", "read_count"), ("writes", "write_count"),
-                           ("bytes_read", "read_bytes"), ("bytes_written", "write_bytes")]:
-        lo = sum(getattr(io_before[d], counter) for d in whole)
-        hi = sum(getattr(io_after[d], counter) for d in whole)
+    for field in ("reads", "writes", "bytes_read", "bytes_written"):
+        lo = sum(io_before[d][field] for d in whole)
+        hi = sum(io_after[d][field] for d in whole)
         width = 2**32 if field in ("reads", "writes") else 2**64
         assert (getattr(disk, field) - lo) % width <= hi - lo, field
 
@@ -528,13 +551,20 @@ def test_live_adapters_and_net_io_match_iproute2(poller):
     assert hardware, "this machine has a hardware NIC"
     assert sorted((a.if_index, a.macs[0].hex()) for a in adapters) == sorted(
         (l["ifindex"], l["address"].replace(":", "")) for l in hardware.values())
-    before = psutil.net_io_counters(pernic=True)
+    before = iproute2_stats()
     nio = by_type(poll_records(poller))[records.HostNetIo]
-    after = psutil.net_io_counters(pernic=True)
-    for ours, theirs in [(nio.bytes_in, "bytes_recv"), (nio.bytes_out, "bytes_sent")]:
-        lo = sum(getattr(before[n], theirs) for n in hardware)
-        hi = sum(getattr(after[n], theirs) for n in hardware)
-        assert lo <= ours <= hi, theirs
+    after = iproute2_stats()
+    for ours, direction in [(nio.bytes_in, "rx"), (nio.bytes_out, "tx")]:
+        lo = sum(before[n][direction]["bytes"] for n in hardware)
+        hi = sum(after[n][direction]["bytes"] for n in hardware)
+        assert lo <= ours <= hi, direction
+
+
+def iproute2_stats() -> dict[str, dict]:
+    """Interface name -> `ip -s link`'s 64-bit counters (netlink), not psutil's /proc/net/dev."""
+    links = json.loads(subprocess.run(["ip", "-j", "-s", "link", "show"], check=True,
+                                      capture_output=True, text=True).stdout)
+    return {link["ifname"]: link["stats64"] for link in links}
 
 
 def test_live_descr_matches_uname(poller):

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from hsagent import files
-from hsagent.settings import (OVS_SUB_AGENT_ID, SETTINGS, SPEED_PREFIX, Collector, NflogSettings,
-                              OvsSettings, PsampleSettings, Settings, options, parse_speed_key,
-                              speed_key)
+from .. import files
+from ..settings import (OVS_SUB_AGENT_ID, SETTINGS, SPEED_PREFIX, Collector, NflogSettings,
+                        OvsSettings, PsampleSettings, Settings, options, parse_speed_key, speed_key)
 
 # A configuration with a thousand collectors is about 40 KB; a file six times that is not one,
 # and reading and parsing at most this much on SIGHUP keeps the loop's pause short.

@@ -4,7 +4,7 @@ One SRV query and one TXT query on `_sflow._udp.<domain>`. Every SRV answer is a
 each TXT character-string is one `key=value` setting, checked like the config file. The
 result overlays the file's settings (`apply`), so DNS-SD feeds the same `Settings` model.
 
-Choices where hsflowd leaves room (section 7 of the reference):
+Choices where hsflowd's mod_dnssd leaves room:
 - A collector name becomes ONE address: its lowest IPv4 address, else its lowest IPv6
   address. IPv4 first because a host with a link-local-only or unrouted IPv6 stack would
   silently lose datagrams; the lowest address so a round-robin server does not look like a
@@ -41,13 +41,14 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from .. import procfs
 from ..handoff import Handoff
 from ..settings import SETTINGS, SPEED_PREFIX, Collector, Settings, parse_speed_key, speed_key
 
 log = logging.getLogger(__name__)
 
 SERVICE = "_sflow._udp"
-RESOLV_CONF = "/etc/resolv.conf"
+RESOLV_CONF = procfs.HOST.etc_path("resolv.conf")
 QUERY_TIMEOUT = 2.0  # seconds for one query, retries included
 MIN_REFRESH, MAX_REFRESH, DEFAULT_REFRESH = 10, 3600, 300  # seconds
 RETRY_FIRST, RETRY_MAX = 10, 300  # seconds: backoff after failed lookups
@@ -107,18 +108,10 @@ def search_list(resolv_conf_text: str) -> list[str]:
     return domains
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def _query_names(settings: Settings, resolv_conf: str) -> list[dns.name.Name]:
     if settings.dnssd_domain:
         return [service_name(settings.dnssd_domain)]
-    domains = search_list(_read_text(resolv_conf))
+    domains = search_list(procfs.read_optional(resolv_conf) or "")
     if not domains:
         raise DnsSdError(f"no DNS-SD domain: none configured and no search list in {resolv_conf}")
     return [service_name(domain) for domain in domains]

@@ -33,7 +33,8 @@ from ..handoff import Handoff
 from ..logs import Throttle
 from ..sflow import records
 from ..sflow.datagram import DS_LOGICAL, DS_PHYSICAL, CountersSample
-from .host import machine_type
+from ..sflow.xdr import U32_MAX
+from .host import MAX_ADAPTERS, machine_type
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ INDEX_BASE, INDEX_SPAN = 100000, 50000  # hsflowd's range for containers
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
 # Events after which a container is re-inspected (or, for destroy, dropped).
 WATCHED_ACTIONS = ("start", "die", "destroy", "rename", "pause", "unpause", "stop", "kill")
-MAX_ADAPTERS = 32
 BLOCKS = ("disk", "memory", "cpu", "net")  # the counter blocks read per poll, hsflowd's order
-U32_MASK = 0xFFFFFFFF
 
 
 # --- what a container is, from docker inspect (pure) -----------------------------------
@@ -134,7 +133,7 @@ def virt_net_io(totals: list[int]) -> records.VirtNetIo:
 
 def virt_cpu(container: Container, cpu_ms: int) -> records.VirtCpu:
     state = records.VIR_DOMAIN_PAUSED if container.paused else records.VIR_DOMAIN_RUNNING
-    return records.VirtCpu(state, cpu_ms & U32_MASK, container.cpus)
+    return records.VirtCpu(state, cpu_ms & U32_MAX, container.cpus)
 
 
 def virt_memory(memory: cgroups.Memory, host_memory: int) -> records.VirtMemory:

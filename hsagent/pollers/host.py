@@ -9,7 +9,8 @@ which the tests also feed with values they build. psutil reads under `psutil.PRO
 test points it and `procfs.Roots` at the same fixture tree. A block that cannot be read is left
 out of the sample (logged, rate-limited) rather than sent as zeros. Records go out in hsflowd's
 order: virt_node (when the agent knows the container count), adapters, the four MIB-II groups,
-disk, memory, cpu, net I/O, descr. Units and "unknown" values: shared/SFLOW_REFERENCE.md section 4.
+disk, memory, cpu, net I/O, descr. Units and "unknown" values: sFlow Host Structures
+(sflow.org, sflow_host.txt) and sFlow Host TCP/IP Counters (sflow_host_ip.txt).
 
 What changes rarely (the NIC list, the mounted filesystems, the disks, the CPU clock) is
 re-read every SLOW_REFRESH_S; everything else once per poll, each file once.
@@ -31,8 +32,10 @@ import psutil
 
 from .. import procfs
 from ..logs import Throttle
+from ..netlink import IFF_LOOPBACK, IFF_UP
 from ..sflow import records
 from ..sflow.datagram import DS_PHYSICAL, CountersSample
+from ..sflow.xdr import U32_MAX
 from . import domain_count
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,7 @@ log = logging.getLogger(__name__)
 HOST_SOURCE = (DS_PHYSICAL, 1)
 SLOW_REFRESH_S = 60.0
 MAX_ADAPTERS = 32  # hsflowd's cap per host_adapters record
-U32_MASK = 0xFFFFFFFF
-UNKNOWN_COUNTER = 0xFFFFFFFF  # a u32 counter this kernel does not have
-IFF_UP, IFF_LOOPBACK = 0x1, 0x8
+UNKNOWN_COUNTER = U32_MAX  # a u32 counter this kernel does not have
 
 
 # --- host_descr --------------------------------------------------------------------------
@@ -112,7 +113,7 @@ def cpu_times_ms(times, hz: int) -> tuple:
     for name in CPU_TIME_FIELDS:
         seconds = getattr(times, name, None)
         values.append(UNKNOWN_COUNTER if seconds is None
-                      else (round(seconds * hz) * 1000 // hz) & U32_MASK)
+                      else (round(seconds * hz) * 1000 // hz) & U32_MAX)
     return tuple(values)
 
 
@@ -140,7 +141,7 @@ def host_cpu(loadavg: str, times_ms: tuple, stats, cpus: int, mhz: int,
         uptime=uptime,
         cpu_user=user, cpu_nice=nice, cpu_system=system, cpu_idle=idle, cpu_wio=wio,
         cpu_intr=intr, cpu_sintr=sintr,
-        interrupts=stats.interrupts & U32_MASK, contexts=stats.ctx_switches & U32_MASK,
+        interrupts=stats.interrupts & U32_MAX, contexts=stats.ctx_switches & U32_MAX,
         cpu_steal=steal, cpu_guest=guest, cpu_guest_nice=guest_nice,
     )
 
@@ -170,10 +171,10 @@ def host_memory(memory, swap, vmstat: dict[str, int]) -> records.HostMemory:
         mem_cached=memory.cached,
         swap_total=swap.total,
         swap_free=swap.free,
-        page_in=vmstat.get("pgpgin", UNKNOWN_COUNTER) & U32_MASK,
-        page_out=vmstat.get("pgpgout", UNKNOWN_COUNTER) & U32_MASK,
-        swap_in=vmstat.get("pswpin", UNKNOWN_COUNTER) & U32_MASK,
-        swap_out=vmstat.get("pswpout", UNKNOWN_COUNTER) & U32_MASK,
+        page_in=vmstat.get("pgpgin", UNKNOWN_COUNTER) & U32_MAX,
+        page_out=vmstat.get("pgpgout", UNKNOWN_COUNTER) & U32_MAX,
+        swap_in=vmstat.get("pswpin", UNKNOWN_COUNTER) & U32_MAX,
+        swap_out=vmstat.get("pswpout", UNKNOWN_COUNTER) & U32_MAX,
     )
 
 
@@ -241,8 +242,8 @@ def host_disk_io(space: tuple[int, int, int], io: tuple) -> records.HostDiskIo:
     reads, bytes_read, read_ms, writes, bytes_written, write_ms = io
     return records.HostDiskIo(
         total, free, max_used,
-        reads & U32_MASK, bytes_read, read_ms & U32_MASK,
-        writes & U32_MASK, bytes_written, write_ms & U32_MASK,
+        reads & U32_MAX, bytes_read, read_ms & U32_MAX,
+        writes & U32_MAX, bytes_written, write_ms & U32_MAX,
     )
 
 
@@ -294,8 +295,8 @@ def host_net_io(per_nic: dict, names: set[str]) -> records.HostNetIo:
     b_in, p_in, e_in, d_in, b_out, p_out, e_out, d_out = (
         sum(getattr(io, field) for io in chosen) for field in NET_IO_FIELDS)
     return records.HostNetIo(
-        b_in, p_in & U32_MASK, e_in & U32_MASK, d_in & U32_MASK,
-        b_out, p_out & U32_MASK, e_out & U32_MASK, d_out & U32_MASK,
+        b_in, p_in & U32_MAX, e_in & U32_MAX, d_in & U32_MAX,
+        b_out, p_out & U32_MAX, e_out & U32_MAX, d_out & U32_MAX,
     )
 
 
@@ -349,20 +350,13 @@ def mib2_groups(snmp: str) -> list:
         names, values = tables[proto]
         positions = _column_positions(names, prefix, fields)
         groups.append(record._make(
-            UNKNOWN_COUNTER if i is None or i >= len(values) else int(values[i]) & U32_MASK
+            UNKNOWN_COUNTER if i is None or i >= len(values) else int(values[i]) & U32_MAX
             for i in positions
         ))
     return groups
 
 
 # --- readers -----------------------------------------------------------------------------
-
-def _read_optional(path: str) -> str | None:
-    try:
-        return procfs.read_text(path)
-    except OSError:
-        return None
-
 
 def read_nics(roots: procfs.Roots) -> list[Nic]:
     base = roots.sys_path("class", "net")
@@ -390,8 +384,8 @@ def read_nics(roots: procfs.Roots) -> list[Nic]:
 
 def read_uuid(roots: procfs.Roots) -> bytes:
     return host_uuid(
-        _read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # root may read it
-        _read_optional(roots.etc_path("machine-id")),
+        procfs.read_optional(roots.sys_path("class", "dmi", "id", "product_uuid")),  # root may read it
+        procfs.read_optional(roots.etc_path("machine-id")),
     )
 
 

@@ -126,10 +126,7 @@ def needs_sysfs(old: Link | None, new: Link) -> bool:
 
 def read_sysfs(name: str, attribute: str, roots: procfs.Roots = procfs.HOST) -> str | None:
     """One /sys/class/net attribute; None when unreadable (speed of a down veth: EINVAL)."""
-    try:
-        return procfs.read_text(roots.sys_path("class", "net", name, attribute))
-    except OSError:
-        return None
+    return procfs.read_optional(roots.sys_path("class", "net", name, attribute))
 
 
 def read_link_speed(name: str, roots: procfs.Roots = procfs.HOST) -> int:

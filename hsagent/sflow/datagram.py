@@ -14,7 +14,7 @@ import time
 from typing import NamedTuple, Union
 
 from .records import COUNTER_RECORDS, FLOW_RECORDS, tag_text
-from .xdr import U32, DecodeError, Struct
+from .xdr import U32, U32_MAX, DecodeError, Struct
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ ADDRESS_IPV4, ADDRESS_IPV6 = 1, 2
 # data_format of the four sample types (enterprise 0)
 FLOW_SAMPLE, COUNTERS_SAMPLE, FLOW_SAMPLE_EXPANDED, COUNTERS_SAMPLE_EXPANDED = 1, 2, 3, 4
 
-# Data-source classes (section 2.1)
+# Data-source classes (sFlow v5 sflow_data_source: the top 8 bits of source_id)
 DS_IFINDEX, DS_VLAN, DS_PHYSICAL, DS_LOGICAL = 0, 1, 2, 3
 
-# Interface encoding in flow samples (section 2.7)
+# Interface encoding in flow samples (sFlow v5 interface: the format in the top 2 bits)
 IF_FORMAT_IFINDEX, IF_FORMAT_DISCARDED, IF_FORMAT_MULTIPLE = 0, 1, 2
 IF_INTERNAL = 0x3FFFFFFF  # "the host itself": originated by it (input) or delivered to it (output)
 
@@ -129,7 +129,8 @@ _U32 = struct.Struct(">I")
 _TLV = struct.Struct(">II")  # data_format, length
 _HEADER_V4 = struct.Struct(">II4sIIII")  # version, type, address, sub-agent, seq, uptime, count
 _HEADER_V6 = struct.Struct(">II16sIIII")
-HEADER_SIZE_V4, HEADER_SIZE_V6 = _HEADER_V4.size, _HEADER_V6.size
+# the agent address's IP version -> (its address type on the wire, the header layout)
+_HEADERS = {4: (ADDRESS_IPV4, _HEADER_V4), 6: (ADDRESS_IPV6, _HEADER_V6)}
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -178,11 +179,9 @@ def encode_sample(sample: Sample) -> bytes:
 
 
 def _encode_header(agent, sub_agent_id: int, sequence: int, uptime: int, count: int) -> bytes:
-    if agent.version == 4:
-        return _HEADER_V4.pack(SFLOW_VERSION, ADDRESS_IPV4, agent.packed, sub_agent_id,
-                               sequence, uptime & 0xFFFFFFFF, count)
-    return _HEADER_V6.pack(SFLOW_VERSION, ADDRESS_IPV6, agent.packed, sub_agent_id,
-                           sequence, uptime & 0xFFFFFFFF, count)
+    address_type, layout = _HEADERS[agent.version]
+    return layout.pack(SFLOW_VERSION, address_type, agent.packed, sub_agent_id, sequence,
+                       uptime & U32_MAX, count)
 
 
 def encode_datagram(datagram: Datagram) -> bytes:
@@ -311,11 +310,11 @@ class DatagramBuilder:
         self.agent = ipaddress.ip_address(agent)
 
     def _header_size(self) -> int:
-        return HEADER_SIZE_V4 if self.agent.version == 4 else HEADER_SIZE_V6
+        return _HEADERS[self.agent.version][1].size
 
     def next_sample_sequence(self, sample) -> int:
         key = (type(sample), sample.ds_class, sample.ds_index)
-        seq = (self._sample_sequences.get(key, 0) + 1) & 0xFFFFFFFF
+        seq = (self._sample_sequences.get(key, 0) + 1) & U32_MAX
         self._sample_sequences[key] = seq
         return seq
 
@@ -340,7 +339,7 @@ class DatagramBuilder:
     def flush(self) -> bytes | None:
         if not self._pending:
             return None
-        self.sequence = (self.sequence + 1) & 0xFFFFFFFF
+        self.sequence = (self.sequence + 1) & U32_MAX
         uptime = int((self._clock() - self._started) * 1000)
         header = _encode_header(self.agent, self.sub_agent_id, self.sequence, uptime,
                                 len(self._pending))

@@ -1,9 +1,11 @@
 """Every sFlow v5 flow and counter record hsagent knows, each declared once.
 
 Each declaration lists the fields in the spec's order as (name, XDR type, sflowtool label).
-The value class (a namedtuple) is what collectors build and what the decoder returns;
+The value class (a namedtuple) is what pollers and samplers build and what the decoder returns;
 `ValueClass.spec` is its `Struct`, and `spec.tag` its data_format, `(enterprise << 12) | format`.
-Layouts, units and "unknown" values: ../shared/SFLOW_REFERENCE.md sections 3 and 4.
+Layouts, units and "unknown" values: the sFlow Version 5 specification (sflow.org,
+sflow_version_5.txt), sFlow Host Structures (sflow_host.txt) and sFlow Host TCP/IP Counters
+(sflow_host_ip.txt).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _same(names, xtype=U32):
     return [(n, xtype, n) for n in names]
 
 
-# --- flow records (section 3) ------------------------------------------------------------
+# --- flow records (sFlow v5 flow_data) ----------------------------------------------------
 
 HEADER_PROTOCOL_ETHERNET = 1
 HEADER_PROTOCOL_IPV4 = 11
@@ -96,7 +98,7 @@ ExtendedTimestamp = flow_record(1043, "extended_timestamp", [
     ("nanoseconds", U64, "timestamp_nS"),  # since the Unix epoch, UTC
 ])
 
-# --- counter records (section 4) ---------------------------------------------------------
+# --- counter records (sFlow v5 counter_data) ----------------------------------------------
 
 IfCounters = counter_record(1, "if_counters", [
     ("if_index", U32, "ifIndex"),
