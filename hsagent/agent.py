@@ -10,6 +10,7 @@ file descriptors in the same selector, so nothing waits on anything else.
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import os
 import random
@@ -34,6 +35,41 @@ log = logging.getLogger(__name__)
 TICK = 1.0  # seconds: samples are never held longer than this
 HOUSEKEEPING_INTERVAL = 30.0  # seconds between agent-address checks and status updates
 LINK_EVENTS_SETTLE = 0.1  # seconds from a link event until the samplers follow the links
+
+
+class Schedule:
+    """When each data source of one poller is next polled.
+
+    A heap of (when, data source) finds the due ones without looking at the others. Entries are
+    never removed from the middle: one whose time is no longer its data source's (the source
+    went away, or was given a new time) is skipped when it comes to the top."""
+
+    def __init__(self):
+        self.when: dict[pollers.DataSource, float] = {}
+        self._heap: list[tuple[float, pollers.DataSource]] = []
+        self.changes: int | None = None  # the poller's `changes` when its sources were last read
+
+    def __len__(self) -> int:
+        return len(self.when)
+
+    def set(self, source: pollers.DataSource, when: float) -> None:
+        self.when[source] = when
+        heapq.heappush(self._heap, (when, source))
+        if len(self._heap) > 2 * len(self.when) + 64:  # churn left mostly skipped entries
+            self._heap = [(when, source) for source, when in self.when.items()]
+            heapq.heapify(self._heap)
+
+    def drop(self, source: pollers.DataSource) -> None:
+        del self.when[source]
+
+    def take_due(self, now: float) -> set[pollers.DataSource]:
+        """The data sources due by `now`, taken off the heap: give each its next time."""
+        due = set()
+        while self._heap and self._heap[0][0] <= now:
+            when, source = heapq.heappop(self._heap)
+            if self.when.get(source) == when:
+                due.add(source)
+        return due
 
 
 @dataclass
@@ -70,7 +106,7 @@ class Agent:
                                  deliver=self._add_samples, link_speed=self._link_speed,
                                  links=self._link_names)
         self.ovs = None  # hsagent.ovs.sync.OvsSync while ovs { } is on
-        self._due: dict[str, dict[tuple, float]] = {}  # poller -> data source -> next poll
+        self._due: dict[str, Schedule] = {}  # by poller name
         self._selector = selectors.DefaultSelector()
         self._stopping = False
         self._reload_requested = False
@@ -178,7 +214,7 @@ class Agent:
             log.error("cannot start the %s poller: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
             return
         self.pollers[name] = poller
-        self._due[name] = {}
+        self._due[name] = Schedule()
         if isinstance(poller, pollers.EventSource):
             self._selector.register(poller.fileno(), selectors.EVENT_READ,
                                     functools.partial(self._on_poller_events, poller))
@@ -282,29 +318,39 @@ class Agent:
 
     def _reschedule(self, polling: int) -> None:
         now = self._clock()
-        for due in self._due.values():
-            for ds, when in due.items():
-                due[ds] = min(when, now + self._rng.uniform(0, polling))
+        for schedule in self._due.values():
+            for ds, when in list(schedule.when.items()):
+                sooner = now + self._rng.uniform(0, polling)
+                if sooner < when:
+                    schedule.set(ds, sooner)
 
     def poll_due(self, now: float, everything: bool = False) -> None:
+        """Poll the data sources due by `now` (all of them with `everything`). The work is in
+        proportion to what is due and to what changed, not to how many data sources there are."""
         polling = self.settings.polling
         for name, poller in list(self.pollers.items()):
-            due_times = self._due[name]
-            current = set(poller.sources())
-            for gone in due_times.keys() - current:
-                del due_times[gone]
-                # Gone means a new instance if it comes back (a re-created interface, a new
-                # container on a reused index): its counters and sequence numbers start afresh.
-                self.builder.reset_sample_sequence(CountersSample, *gone)
-            for new in current - due_times.keys():
-                # A fleet must not poll in step: each data source starts at its own offset.
-                # Sources that appear later (a container starting) are polled at once.
-                due_times[new] = now if everything or self.stats.polls else now + self._rng.uniform(0, polling)
-            due = current if everything else {ds for ds, when in due_times.items() if when <= now}
+            schedule = self._due[name]
+            if poller.changes != schedule.changes:
+                schedule.changes = poller.changes
+                self._follow_sources(schedule, poller.sources(), now, everything)
+            due = set(schedule.when) if everything else schedule.take_due(now)
             if due:
                 self._poll(name, poller, due)
                 for ds in due:
-                    due_times[ds] = max(due_times[ds] + polling, now)
+                    schedule.set(ds, max(schedule.when[ds] + polling, now))
+
+    def _follow_sources(self, schedule: Schedule, sources, now: float, everything: bool) -> None:
+        current = set(sources)
+        for gone in schedule.when.keys() - current:
+            schedule.drop(gone)
+            # Gone means a new instance if it comes back (a re-created interface, a new
+            # container on a reused index): its counters and sequence numbers start afresh.
+            self.builder.reset_sample_sequence(CountersSample, *gone)
+        for new in current - schedule.when.keys():
+            # A fleet must not poll in step: each data source starts at its own offset.
+            # Sources that appear later (a container starting) are polled at once.
+            at_once = everything or self.stats.polls
+            schedule.set(new, now if at_once else now + self._rng.uniform(0, self.settings.polling))
 
     def _poll(self, name: str, poller, due: set) -> None:
         started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 
@@ -23,17 +24,33 @@ class Clock:
 
 
 class FakePoller:
-    """Ten interfaces; records when each was polled."""
+    """Ten interfaces; records when each was polled, what each poll asked for, and how often
+    its sources were read."""
+
+    count = 10
 
     def __init__(self, settings, peers=None):
-        self.sources_now = {(0, i) for i in range(1, 11)}
+        self.sources_now = {(0, i) for i in range(1, self.count + 1)}
+        self.changes = 0
+        self.sources_read = 0
         self.polls = defaultdict(list)  # data source -> times
+        self.asked = []  # (time, due) of each poll
         self.clock = None
 
+    def add(self, ds):
+        self.sources_now.add(ds)
+        self.changes += 1
+
+    def discard(self, ds):
+        self.sources_now.discard(ds)
+        self.changes += 1
+
     def sources(self):
+        self.sources_read += 1
         return self.sources_now
 
     def poll(self, due):
+        self.asked.append((self.clock.now, set(due)))
         for ds in due:
             self.polls[ds].append(self.clock.now)
         return [CountersSample(*ds, [PortName(f"if{ds[1]}")]) for ds in due]
@@ -42,15 +59,20 @@ class FakePoller:
         pass
 
 
-@pytest.fixture
-def scheduled(monkeypatch):
+class ManyPoller(FakePoller):
+    """A switch's worth of ports."""
+
+    count = 5000
+
+
+def start_agent(monkeypatch, poller_class, polling):
     monkeypatch.setattr(pollers, "enabled_modules", lambda settings: ["fake"])
-    monkeypatch.setattr(pollers, "load", lambda name: FakePoller)
+    monkeypatch.setattr(pollers, "load", lambda name: poller_class)
     monkeypatch.setattr(agent_module.agent_address, "choose", lambda settings, current: ("192.0.2.1", None))
     clock = Clock()
     sent = []  # every datagram, as sent
     agent = Agent(auto_file=None, on_datagram=sent.append, clock=clock, rng=random.Random(7))
-    agent.configure(Settings(dnssd=False, polling=10))
+    agent.configure(Settings(dnssd=False, polling=polling))
     fake = agent.pollers["fake"]
     fake.clock = clock
 
@@ -59,7 +81,20 @@ def scheduled(monkeypatch):
             agent.poll_due(clock.now)
             clock.now += 1.0
 
-    yield agent, fake, clock, run_until, sent
+    return agent, fake, clock, run_until, sent
+
+
+@pytest.fixture
+def scheduled(monkeypatch):
+    agent, *rest = start_agent(monkeypatch, FakePoller, polling=10)
+    yield agent, *rest
+    agent.close()
+
+
+@pytest.fixture
+def scheduled_many(monkeypatch):
+    agent, *rest = start_agent(monkeypatch, ManyPoller, polling=3600)
+    yield agent, *rest
     agent.close()
 
 
@@ -76,10 +111,10 @@ def test_each_source_starts_at_its_own_offset_then_keeps_the_interval(scheduled)
 def test_a_source_that_appears_later_is_polled_at_once(scheduled):
     agent, fake, clock, run_until, _ = scheduled
     run_until(15)
-    fake.sources_now.add((0, 99))
+    fake.add((0, 99))
     run_until(16)
     assert fake.polls[(0, 99)] == [15.0]
-    fake.sources_now.discard((0, 3))
+    fake.discard((0, 3))
     polled = len(fake.polls[(0, 3)])
     run_until(40)
     assert len(fake.polls[(0, 3)]) == polled, "a source that went away is still polled"
@@ -111,9 +146,9 @@ def test_samples_are_numbered_per_source_in_the_datagrams(scheduled):
 def test_a_source_that_comes_back_is_numbered_afresh(scheduled):
     agent, fake, clock, run_until, sent = scheduled
     run_until(25)
-    fake.sources_now.discard((0, 3))  # e.g. the interface was deleted ...
+    fake.discard((0, 3))  # e.g. the interface was deleted ...
     run_until(40)
-    fake.sources_now.add((0, 3))  # ... and made again: a new instance, new counters
+    fake.add((0, 3))  # ... and made again: a new instance, new counters
     run_until(65)
     agent.flush()
     numbers = [s.sequence for d in map(decode_datagram, sent) for s in d.samples if s.ds_index == 3]
@@ -121,3 +156,44 @@ def test_a_source_that_comes_back_is_numbered_afresh(scheduled):
     before, after = numbers[:restart], numbers[restart:]
     assert before == list(range(1, len(before) + 1)) and len(before) >= 2
     assert after == list(range(1, len(after) + 1)) and len(after) >= 2
+
+
+def test_sources_are_read_again_only_when_the_poller_says_they_changed(scheduled):
+    agent, fake, clock, run_until, _ = scheduled
+    run_until(30)
+    assert fake.sources_read == 1
+    fake.add((0, 99))
+    run_until(31)
+    assert fake.sources_read == 2 and fake.polls[(0, 99)] == [30.0]
+    run_until(60)
+    assert fake.sources_read == 2
+
+
+def test_of_many_sources_only_the_due_ones_are_polled(scheduled_many):
+    agent, fake, clock, run_until, _ = scheduled_many
+    run_until(1)
+    offsets = dict(agent._due["fake"].when)  # each source's first poll, drawn at the first tick
+    assert len(offsets) == 5000 and not fake.asked
+    run_until(120)
+    expected = defaultdict(set)
+    for ds, when in offsets.items():
+        if math.ceil(when) < 120:  # the last tick was at 119 s; ticks fall on whole seconds
+            expected[math.ceil(when)].add(ds)
+    assert fake.asked == sorted(expected.items())
+    assert 0 < sum(len(due) for _, due in fake.asked) < 500  # a few a tick, not 5,000
+    assert fake.sources_read == 1
+
+
+def test_a_source_that_went_away_and_came_back_keeps_one_time_only(scheduled):
+    """The schedule skips the times it gave a data source before it went away."""
+    agent, fake, clock, run_until, _ = scheduled
+    run_until(12)
+    for _ in range(3):
+        fake.discard((0, 3))
+        run_until(clock.now + 1)
+        fake.add((0, 3))
+        run_until(clock.now + 1)
+    came_back = clock.now - 1
+    run_until(60)
+    times = [t for t in fake.polls[(0, 3)] if t >= came_back]
+    assert times == [came_back + 10 * i for i in range(len(times))] and len(times) == 5

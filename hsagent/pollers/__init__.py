@@ -26,6 +26,10 @@ DataSource = tuple[int, int]  # (ds_class, ds_index) of an sFlow data source
 
 
 class Poller(Protocol):
+    changes: int
+    """Grows whenever `sources()` may answer differently: the agent re-reads the sources only
+    then, not on every tick (thousands of switch ports, polled a few at a time)."""
+
     def sources(self) -> Iterable[DataSource]:
         """The data sources it has right now."""
 

@@ -293,6 +293,7 @@ class Poller:
         self.containers: dict[str, Container] = {}  # by id
         self.indexes: dict[str, int] = {}  # container id -> ds_index, for its lifetime
         self._by_index: dict[int, str] = {}
+        self.changes = 0  # containers came or went (the Poller protocol)
         self._hostnames: dict[str, str] = {}  # container id -> hostname
         self._throttle = Throttle(log, interval=3600)
         self._handoff = Handoff()
@@ -353,12 +354,14 @@ class Poller:
             index = assign_index(container.id, self._by_index)
             self.indexes[container.id] = index
             self._by_index[index] = container.id
+            self.changes += 1
         others = {name for cid, name in self._hostnames.items() if cid != container.id}
         self._hostnames[container.id] = unique_hostname(container, others)
         self.containers[container.id] = container
 
     def _remove(self, container_id: str) -> None:
-        self.containers.pop(container_id, None)
+        if self.containers.pop(container_id, None) is not None:
+            self.changes += 1
         self._hostnames.pop(container_id, None)
         index = self.indexes.pop(container_id, None)
         self._by_index.pop(index, None)

@@ -416,6 +416,8 @@ class Poller:
         self._mhz = 0
         self._boot_time: float | None = None
 
+    changes = 0  # its one data source never changes
+
     def sources(self):
         return [HOST_SOURCE]
 

@@ -142,6 +142,7 @@ class Poller:
     def __init__(self, settings, peers=None, roots: procfs.Roots = procfs.HOST):
         self._roots = roots
         self._ports: dict[int, Port] = {}
+        self.changes = 0  # ports came or went (the Poller protocol)
         self._loopbacks: dict[int, str] = {}  # not data sources, but a pcap { dev } may name one
         # Subscribe before dumping: an event that races the dump is then queued, not lost.
         self._events = netlink.open_socket(groups=netlink.RTMGRP_LINK)
@@ -175,7 +176,7 @@ class Poller:
         try:
             for mtype, link in netlink.pending_link_events(self._events):
                 if mtype == netlink.RTM_DELLINK:
-                    self._ports.pop(link.index, None)
+                    self._drop(link.index)
                     self._loopbacks.pop(link.index, None)
                 else:
                     self._update(link)
@@ -188,7 +189,7 @@ class Poller:
     def _resync(self) -> None:
         links = {link.index: link for link in self._dumper.links()}
         for index in self._ports.keys() - links.keys():
-            del self._ports[index]
+            self._drop(index)
         self._loopbacks.clear()
         for link in links.values():
             self._update(link)
@@ -201,11 +202,17 @@ class Poller:
         if old is not None and not needs_sysfs(old.link, link):
             self._ports[link.index] = old._replace(link=link)
             return
+        if old is None:
+            self.changes += 1
         self._ports[link.index] = Port(
             link,
             read_link_speed(link.name, self._roots),
             direction(read_sysfs(link.name, "duplex", self._roots)),
         )
+
+    def _drop(self, index: int) -> None:
+        if self._ports.pop(index, None) is not None:
+            self.changes += 1
 
     # --- the Poller shape -----------------------------------------------------------
 
