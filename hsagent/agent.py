@@ -330,9 +330,10 @@ class Agent:
         polling = self.settings.polling
         for name, poller in list(self.pollers.items()):
             schedule = self._due[name]
-            if poller.changes != schedule.changes:
-                schedule.changes = poller.changes
+            changes = poller.changes
+            if changes != schedule.changes:
                 self._follow_sources(schedule, poller.sources(), now, everything)
+                schedule.changes = changes  # only once followed: a failure is retried next tick
             due = set(schedule.when) if everything else schedule.take_due(now)
             if due:
                 self._poll(name, poller, due)

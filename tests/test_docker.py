@@ -205,8 +205,11 @@ def test_ping_from_the_host_shows_in_net_io(run, poller):
 
 
 def test_start_pause_and_remove_are_followed(run, poller):
+    before = poller.changes
     c = run("sleep 600")
     assert tracked(poller, c) < 2.0
+    started = poller.changes
+    assert started > before  # the agent reads sources() again
     c.pause()
     wait_for(poller, lambda: poller.containers[c.id].paused, timeout=2)
     assert decoded(poller, c.id)[records.VirtCpu].state == records.VIR_DOMAIN_PAUSED
@@ -214,10 +217,12 @@ def test_start_pause_and_remove_are_followed(run, poller):
     wait_for(poller, lambda: not poller.containers[c.id].paused, timeout=2)
     c.rename(c.name + "-renamed")
     wait_for(poller, lambda: poller._hostnames[c.id].endswith("-renamed"), timeout=2)
+    assert poller.changes == started  # the same data source all along
     index = poller.indexes[c.id]
     c.remove(force=True)
     wait_for(poller, lambda: c.id not in poller.containers, timeout=2)
     assert (3, index) not in poller.sources()
+    assert poller.changes > started
 
 
 def test_vanished_container_is_skipped_quietly(run, poller, caplog):

@@ -392,3 +392,36 @@ def test_a_few_due_interfaces_are_asked_for_one_by_one_with_the_same_counters(ne
     assert sorted(map(int, result["few"])) == result["some"]  # 999999 does not exist: skipped
     for index, counters in result["few"].items():
         assert counters == result["everything"][index]
+
+
+CHANGES = """
+import json, select, subprocess
+from hsagent.pollers.interfaces import Poller
+from hsagent.settings import Settings
+c = Poller(Settings())
+
+def after(*commands):
+    for command in commands:
+        subprocess.run(["ip", "link", *command.split()], check=True)
+    while select.select([c], [], [], 0.5)[0]:  # every event the commands caused
+        c.handle_events()
+    return c.changes, len(set(c.sources()))
+
+steps = [(c.changes, len(set(c.sources())))]
+steps.append(after("set t0 up", "set t0 mtu 1400", "set t0 name t0x", "set u0 promisc on"))
+steps.append(after("add t1 type veth peer name u1"))
+subprocess.run(["ip", "link", "del", "t1"], check=True)
+c.poll(set(c.sources()))  # a poll catches up the link events itself
+steps.append((c.changes, len(set(c.sources()))))
+print(json.dumps(steps))
+"""
+
+
+def test_the_change_count_moves_when_interfaces_come_or_go_and_only_then(netns):
+    ns = netns("hsi")
+    ns.run("ip", "link", "add", "t0", "type", "veth", "peer", "name", "u0")
+    (start, two), (changed, still_two), (added, four), (removed, two_again) = \
+        json.loads(ns.run(sys.executable, "-c", CHANGES).stdout)
+    assert (two, still_two, four, two_again) == (2, 2, 4, 2)
+    assert changed == start  # up, mtu, rename, promisc: the same data sources
+    assert added > changed and removed > added
