@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -197,3 +200,61 @@ def test_a_source_that_went_away_and_came_back_keeps_one_time_only(scheduled):
     run_until(60)
     times = [t for t in fake.polls[(0, 3)] if t >= came_back]
     assert times == [came_back + 10 * i for i in range(len(times))] and len(times) == 5
+
+
+IN_NAMESPACE = """
+import json, random, select, subprocess
+from hsagent.agent import Agent
+from hsagent.settings import Collector, Settings
+from hsagent.sflow.datagram import decode_datagram
+
+class Clock:
+    now = 0.0
+    def __call__(self):
+        return self.now
+
+clock, sent = Clock(), []
+agent = Agent(auto_file=None, on_datagram=sent.append, clock=clock, rng=random.Random(7))
+agent.configure(Settings(dnssd=False, polling=60, collectors=(Collector("127.0.0.1", 9),)))
+interfaces = agent.pollers["interfaces"]
+
+def ip(command):
+    subprocess.run(["ip", "link", *command.split()], check=True)
+    while select.select([interfaces], [], [], 0.5)[0]:  # the agent's selector would call this
+        interfaces.handle_events()
+
+def run_until(end):
+    while clock.now < end:
+        agent.poll_due(clock.now)
+        agent.flush()
+        clock.now += 1.0
+
+run_until(70)  # every port polled once: from now on, new ones are polled at once
+ip("add t1 index 4242 type veth peer name u1 index 4243")
+run_until(80)
+ip("del t1")
+run_until(90)
+ip("add t1 index 4242 type veth peer name u1 index 4243")
+run_until(160)
+polls = [(d.uptime, s.ds_index, s.sequence) for d in map(decode_datagram, sent)
+         for s in d.samples if s.ds_class == 0]
+print(json.dumps(polls))
+"""
+
+
+def test_with_the_interface_poller_new_ports_are_polled_at_once_and_gone_ones_never(netns):
+    """The real poller and kernel: a veth pair made while the agent runs is polled on the next
+    tick (not up to a polling interval later); deleted, it is not polled; made again on the same
+    ifIndex, its sequence numbers start again at 1."""
+    ns = netns("hss")
+    ns.run("ip", "link", "add", "t0", "type", "veth", "peer", "name", "u0")
+    polls = json.loads(ns.run(sys.executable, "-c", IN_NAMESPACE).stdout)
+    seen = defaultdict(list)  # ifIndex -> [(second, sequence)]
+    for uptime, index, sequence in polls:  # uptime in ms, on the fake clock
+        seen[index].append((uptime // 1000, sequence))
+    assert seen[4242] == seen[4243] == [(70, 1), (90, 1), (150, 2)]
+    others = [times for index, times in seen.items() if index not in (4242, 4243)]
+    assert len(others) == 2  # t0, u0: from their own offsets, 60 s apart
+    for times in others:
+        seconds = [second for second, _ in times]
+        assert len(seconds) >= 2 and all(b - a == 60 for a, b in zip(seconds, seconds[1:]))
