@@ -472,6 +472,7 @@ class Agent:
 
     def reload(self) -> None:
         """Re-read the config file; a bad file leaves the running settings as they are."""
+        running_file = self.source.file_settings
         try:
             settings = self.source.reload()
         except Exception as err:
@@ -479,7 +480,8 @@ class Agent:
             return
         try:
             self.apply(settings)
-        except Exception as err:  # apply() has put the running settings back
+        except Exception as err:  # apply() has put the running settings back; so does the source
+            self.source.restore(running_file)
             log.error("cannot apply the reloaded configuration, keeping the running settings: %s", err)
             log.debug("applying the configuration", exc_info=True)
             return

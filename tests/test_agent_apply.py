@@ -63,3 +63,27 @@ def test_a_failure_half_way_leaves_the_running_settings(agent, receiver, tmp_pat
         assert f"collector={other.host} {other.port}" in (tmp_path / "hsagent.auto").read_text()
     finally:
         other.close()
+
+
+def test_a_reload_that_cannot_be_applied_leaves_the_source_with_the_running_file(tmp_path, monkeypatch):
+    """The refused file must not stay behind in the settings source, where the next DNS-SD
+    answer would overlay it and bring it into force after all."""
+    running = Settings(dnssd=False, polling=30)
+    refused = running.replace("file", polling=5)
+    agent = Agent(reload_config=lambda: refused, auto_file=str(tmp_path / "hsagent.auto"),
+                  status_file=None)
+    try:
+        agent.configure(running)
+        samplers_apply = agent.samplers.apply
+
+        def out_of_descriptors(settings):
+            if settings is refused:
+                raise OSError(errno.EMFILE, "Too many open files")
+            samplers_apply(settings)
+
+        monkeypatch.setattr(agent.samplers, "apply", out_of_descriptors)
+        agent.reload()
+        assert agent.settings is running
+        assert agent.source.file_settings is running and agent.source.settings is running
+    finally:
+        agent.close()

@@ -92,6 +92,12 @@ class SettingsSource:
         self._follow(file_settings)
         return self.settings
 
+    def restore(self, file_settings: Settings) -> None:
+        """The agent could not apply a reloaded file: go back to the file settings it runs
+        with, so that the next DNS-SD answer overlays those, not the refused ones."""
+        self.file_settings = file_settings
+        self._follow(file_settings)
+
     def lookup_now(self) -> Settings:
         """One blocking lookup (hsagent --once cannot wait for the watcher)."""
         if self._watcher_key is None:
